@@ -1,0 +1,71 @@
+"""Convert a Caffe net to an equivalent ``torch.fx.GraphModule``.
+
+The pieces: :mod:`.graph` (the IR: phase rules, inputs, in-place tops), :mod:`.registry` (one converter per
+Caffe layer type, :func:`register` for your own), :mod:`.layers` (Caffe's semantics, one module per layer
+family) and :mod:`.build` (the fx graph).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from caffe2torch.converter.build import CaffeNet, build_module
+from caffe2torch.converter.graph import NetGraph, build_graph
+from caffe2torch.converter.registry import LayerContext, register, registered_types
+
+__all__ = ["load", "convert", "register", "registered_types", "LayerContext", "CaffeNet", "NetGraph",
+           "build_graph", "resolve_net", "expected_blob_shapes"]
+
+NetSpec = Any  # a prototxt path, a zoo name, or a caffe_pb2.NetParameter
+Shape = tuple[int, ...]
+
+
+def resolve_net(spec: NetSpec) -> Any:
+    """A NetParameter from a prototxt path, a zoo model name, or a NetParameter itself."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    path = Path(spec)
+    if not path.exists() and os.sep not in str(spec) and not path.suffix:
+        from caffe2torch import zoo
+
+        return zoo.get(str(spec)).build()
+    from caffe2torch.caffe_proto import read_prototxt
+
+    return read_prototxt(path)
+
+
+def _resolve_weights(weights: Any) -> Mapping[str, Sequence[np.ndarray]] | None:
+    if weights is None or isinstance(weights, Mapping):
+        return weights
+    from caffe2torch.caffe_proto import read_weights
+
+    return read_weights(weights)
+
+
+def convert(net: Any, weights: Mapping[str, Sequence[np.ndarray]] | None = None, *,
+            outputs: Sequence[str] | None = None, input_shape: Shape | dict[str, Shape] | None = None,
+            random_init: bool = False) -> CaffeNet:
+    """Convert a NetParameter with weights given as a mapping of layer name to blobs."""
+    module = build_module(build_graph(net, input_shape), weights, outputs=outputs, random_init=random_init)
+    return module.eval()
+
+
+def load(prototxt: NetSpec, weights: Any = None, *, outputs: Sequence[str] | None = None,
+         input_shape: Shape | dict[str, Shape] | None = None, random_init: bool = False) -> CaffeNet:
+    """Convert a Caffe net to an equivalent ``torch.fx.GraphModule`` in eval mode.
+
+    ``weights`` is a ``.caffemodel`` / ``.caffemodel.h5`` path or a mapping of layer name to blobs; without
+    weights the architecture is converted with deterministic random initialisation.  ``outputs`` names
+    layers (their output) or blobs (their last value) to return as a dict instead of the net's output.
+    """
+    return convert(resolve_net(prototxt), _resolve_weights(weights), outputs=outputs,
+                   input_shape=input_shape, random_init=random_init)
+
+
+def expected_blob_shapes(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -> dict[str, list[Shape]]:
+    """The blobs each layer of ``net`` needs, as shapes: what a caffemodel for it must hold."""
+    return convert(net, None, input_shape=input_shape, random_init=True).blob_shapes

@@ -1,0 +1,13 @@
+"""The built-in layer converters; importing this package registers them."""
+
+from caffe2torch.converter.layers import (  # noqa: F401
+    activation,
+    batch_norm,
+    convolution,
+    eltwise,
+    inner_product,
+    pooling,
+    scale,
+    shape,
+    softmax,
+)

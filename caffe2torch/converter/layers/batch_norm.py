@@ -1,0 +1,53 @@
+"""BatchNorm: Caffe normalises only; the learned scale and shift live in the following Scale layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from caffe2torch.converter.layers.common import make
+from caffe2torch.converter.registry import LayerContext, register
+
+
+class BatchNorm(nn.Module):
+    """``(x - mean) / sqrt(var + eps)`` per channel (axis 1), in Caffe's order of float operations.
+
+    ``mean`` and ``var`` are the stored statistics already divided by the moving-average factor.  With
+    ``use_global_stats`` false (Caffe's training phase) the statistics of the batch are used instead.
+    """
+
+    def __init__(self, channels: int, eps: float, use_global_stats: bool) -> None:
+        super().__init__()
+        self.eps, self.use_global_stats = eps, use_global_stats
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("var", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        if self.use_global_stats:
+            mean, var = self.mean, self.var
+        else:
+            dims = [0] + list(range(2, x.dim()))
+            mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        return (x - mean.view(view)) / torch.sqrt(var + self.eps).view(view)
+
+
+@register("BatchNorm")
+def batch_norm(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.batch_norm_param
+    shape = ctx.input_shapes[0]
+    if len(shape) < 2:
+        raise ctx.error(f"needs at least 2 axes (N x C ...), got shape {list(shape)}")
+    channels = shape[1]
+    # use_global_stats defaults to the phase: true at TEST, which is what a converted net runs.
+    use_global = p.use_global_stats if p.HasField("use_global_stats") else True
+    module = make(BatchNorm, channels=channels, eps=float(torch.tensor(p.eps, dtype=torch.float32)),
+                  use_global_stats=use_global)
+    mean = ctx.blob(0, (channels,), init="zeros")
+    var = ctx.blob(1, (channels,), init="ones")
+    factor = ctx.blob(2, (1,), init="ones")
+    # Caffe: scale = factor == 0 ? 0 : 1 / factor, in float32, then blob * scale.
+    scale = torch.zeros(1) if factor.item() == 0 else torch.ones(1) / factor
+    module.mean = mean * scale
+    module.var = var * scale
+    return module

@@ -1,0 +1,48 @@
+"""Helpers shared by the layer converters."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def make(cls: type[M], **kwargs: Any) -> M:
+    """Construct ``cls(**kwargs)`` and remember the arguments, so export can write the same call as code.
+
+    Arguments must be plain Python values (numbers, strings, tuples): they are written with ``repr``.
+    The module is built on the meta device (no memory, no wasted initialisation): the converter then
+    assigns every parameter and buffer from the layer's blobs.
+    """
+    with torch.device("meta"):
+        module = cls(**kwargs)
+    module._init_kwargs = dict(kwargs)
+    return module
+
+
+def canonical_axis(axis: int, ndim: int, what: str = "axis") -> int:
+    """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end."""
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{what} {axis} is out of range for a {ndim}-D blob")
+    return axis % ndim
+
+
+def spatial_values(repeated: Any, single_h: int, single_w: int, has_hw: bool, default: int,
+                   num_spatial: int, what: str) -> tuple[int, ...]:
+    """Caffe's per-axis convolution/pooling values: ``x_h``/``x_w`` fields, or a repeated field given
+    once (all axes) or once per spatial axis, or the default."""
+    if has_hw:
+        if num_spatial != 2:
+            raise ValueError(f"{what}_h/{what}_w only apply to 2-D spatial blobs")
+        return (single_h, single_w)
+    values = list(repeated)
+    if not values:
+        return (default,) * num_spatial
+    if len(values) == 1:
+        return (values[0],) * num_spatial
+    if len(values) != num_spatial:
+        raise ValueError(f"{what} has {len(values)} values for {num_spatial} spatial axes")
+    return tuple(values)

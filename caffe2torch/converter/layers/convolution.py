@@ -1,0 +1,66 @@
+"""Convolution and Deconvolution (Caffe's BaseConvolutionLayer semantics)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from caffe2torch.converter.layers.common import canonical_axis, make, spatial_values
+from caffe2torch.converter.registry import LayerContext, register
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def _geometry(ctx: LayerContext) -> dict:
+    p = ctx.layer.convolution_param
+    shape = ctx.input_shapes[0]
+    axis = canonical_axis(p.axis, len(shape))
+    if axis != 1:
+        raise ctx.error(f"convolution over axis {p.axis} is not supported (only the channel axis 1)")
+    spatial = len(shape) - 2
+    if spatial not in _CONV:
+        raise ctx.error(f"{spatial}-D convolution is not supported")
+    try:
+        kernel = spatial_values(p.kernel_size, p.kernel_h, p.kernel_w,
+                                p.HasField("kernel_h") or p.HasField("kernel_w"), 0, spatial, "kernel")
+        stride = spatial_values(p.stride, p.stride_h, p.stride_w,
+                                p.HasField("stride_h") or p.HasField("stride_w"), 1, spatial, "stride")
+        pad = spatial_values(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0,
+                             spatial, "pad")
+        dilation = spatial_values(p.dilation, 0, 0, False, 1, spatial, "dilation")
+    except ValueError as error:
+        raise ctx.error(str(error)) from None
+    if 0 in kernel:
+        raise ctx.error("kernel size must be given and positive")
+    channels = shape[1]
+    if channels % p.group or p.num_output % p.group:
+        raise ctx.error(f"group {p.group} does not divide the {channels} input and "
+                        f"{p.num_output} output channels")
+    return dict(channels=channels, spatial=spatial, kernel=kernel, stride=stride, padding=pad,
+                dilation=dilation, groups=p.group, num_output=p.num_output, bias=p.bias_term)
+
+
+@register("Convolution")
+def convolution(ctx: LayerContext) -> nn.Module:
+    """Caffe's convolution rounds its output size down, like torch; ``bias_term`` defaults to true."""
+    g = _geometry(ctx)
+    module = make(_CONV[g["spatial"]], in_channels=g["channels"], out_channels=g["num_output"],
+                  kernel_size=g["kernel"], stride=g["stride"], padding=g["padding"],
+                  dilation=g["dilation"], groups=g["groups"], bias=g["bias"])
+    module.weight = nn.Parameter(ctx.blob(0, (g["num_output"], g["channels"] // g["groups"], *g["kernel"])))
+    if g["bias"]:
+        module.bias = nn.Parameter(ctx.blob(1, (g["num_output"],), init="zeros"))
+    return module
+
+
+@register("Deconvolution")
+def deconvolution(ctx: LayerContext) -> nn.Module:
+    """Caffe stores deconvolution weights as (input channels, outputs / group, kernel...), as torch does."""
+    g = _geometry(ctx)
+    module = make(_DECONV[g["spatial"]], in_channels=g["channels"], out_channels=g["num_output"],
+                  kernel_size=g["kernel"], stride=g["stride"], padding=g["padding"],
+                  dilation=g["dilation"], groups=g["groups"], bias=g["bias"])
+    module.weight = nn.Parameter(ctx.blob(0, (g["channels"], g["num_output"] // g["groups"], *g["kernel"])))
+    if g["bias"]:
+        module.bias = nn.Parameter(ctx.blob(1, (g["num_output"],), init="zeros"))
+    return module

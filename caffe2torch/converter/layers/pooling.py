@@ -1,0 +1,97 @@
+"""Pooling with Caffe's rules: output size rounded up, a last window starting in the padding dropped,
+and average pooling divided by the window clipped to the padded input (not by k*k, nor by the count of
+real pixels)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from caffe2torch.converter.layers.common import make, spatial_values
+from caffe2torch.converter.registry import LayerContext, register
+
+
+def pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Caffe's PoolingLayer::Reshape for one axis."""
+    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window would start inside the padding
+    return out
+
+
+def average_divisors(size: int, kernel: int, stride: int, pad: int) -> list[int]:
+    """Per output position: ``min(start + k, size + pad) - start`` with ``start = i*stride - pad``."""
+    return [min(i * stride - pad + kernel, size + pad) - (i * stride - pad)
+            for i in range(pooled_size(size, kernel, stride, pad))]
+
+
+def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int]) -> torch.Tensor:
+    """2-D MAX or AVE pooling over the last two axes exactly as Caffe computes it."""
+    height, width = x.shape[-2:]
+    out_h = pooled_size(height, kernel[0], stride[0], pad[0])
+    out_w = pooled_size(width, kernel[1], stride[1], pad[1])
+    # Pad so that every window Caffe visits lies inside; windows past height + pad are clipped by Caffe,
+    # which the divisor below (AVE) and the -inf fill (MAX) reproduce.
+    extra_h = (out_h - 1) * stride[0] + kernel[0] - height - pad[0]
+    extra_w = (out_w - 1) * stride[1] + kernel[1] - width - pad[1]
+    padding = (pad[1], max(extra_w, 0), pad[0], max(extra_h, 0))
+    if method == "MAX":
+        if any(padding):
+            x = F.pad(x, padding, value=float("-inf"))
+        y = F.max_pool2d(x, kernel, stride)
+    else:
+        if any(padding):
+            x = F.pad(x, padding)
+        y = F.avg_pool2d(x, kernel, stride, divisor_override=1)
+        div_h = torch.tensor(average_divisors(height, kernel[0], stride[0], pad[0]), dtype=y.dtype,
+                             device=y.device)
+        div_w = torch.tensor(average_divisors(width, kernel[1], stride[1], pad[1]), dtype=y.dtype,
+                             device=y.device)
+        y = y / (div_h[:, None] * div_w[None, :])
+    return y[..., :out_h, :out_w]
+
+
+class Pooling(nn.Module):
+    """Caffe's Pooling layer (MAX or AVE; ``global_pooling`` pools the whole map)."""
+
+    def __init__(self, method: str, kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int], global_pooling: bool) -> None:
+        super().__init__()
+        self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
+        self.global_pooling = global_pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pooling:
+            if self.method == "MAX":
+                return x.amax(dim=(-2, -1), keepdim=True)
+            return x.sum(dim=(-2, -1), keepdim=True) / (x.shape[-2] * x.shape[-1])
+        return caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad)
+
+
+@register("Pooling")
+def pooling(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.pooling_param
+    method = type(p).PoolMethod.Name(p.pool)
+    if method not in ("MAX", "AVE"):
+        raise ctx.error(f"pooling method {method} is not supported (MAX and AVE are)")
+    if len(ctx.input_shapes[0]) != 4:
+        raise ctx.error(f"pooling needs a 4-D input, got shape {list(ctx.input_shapes[0])}")
+    if p.global_pooling:
+        if p.HasField("pad") and p.pad or p.HasField("stride") and p.stride != 1:
+            raise ctx.error("global pooling takes no padding and stride 1")
+        return make(Pooling, method=method, kernel=(0, 0), stride=(1, 1), pad=(0, 0), global_pooling=True)
+    kernel = spatial_values([p.kernel_size] if p.HasField("kernel_size") else [], p.kernel_h, p.kernel_w,
+                            p.HasField("kernel_h"), 0, 2, "kernel")
+    stride = spatial_values([p.stride] if p.HasField("stride") else [], p.stride_h, p.stride_w,
+                            p.HasField("stride_h"), 1, 2, "stride")
+    pad = spatial_values([p.pad] if p.HasField("pad") else [], p.pad_h, p.pad_w, p.HasField("pad_h"), 0, 2,
+                         "pad")
+    if 0 in kernel:
+        raise ctx.error("kernel size must be given and positive")
+    if any(pd >= k for pd, k in zip(pad, kernel)):
+        raise ctx.error(f"pad {pad} must be smaller than the kernel {kernel}")
+    return make(Pooling, method=method, kernel=kernel, stride=stride, pad=pad, global_pooling=False)

@@ -1,0 +1,92 @@
+"""Scale and Bias: multiply (add) by a learned blob or by a second bottom, broadcast from ``axis`` over
+``num_axes`` axes.  SE-BN-Inception uses a two-bottom Scale at ``axis: 0`` after a Reshape to N x C."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from caffe2torch.converter.layers.common import canonical_axis, make
+from caffe2torch.converter.registry import LayerContext, Shape, register
+
+
+class Scale(nn.Module):
+    """``x * scale (+ bias)``, the factor a learned blob or the second input, reshaped to broadcast."""
+
+    def __init__(self, view: tuple[int, ...], learned_shape: Shape | None, bias_shape: Shape | None) -> None:
+        super().__init__()
+        self.view = view
+        self.weight = nn.Parameter(torch.ones(learned_shape)) if learned_shape is not None else None
+        self.bias = nn.Parameter(torch.zeros(bias_shape)) if bias_shape is not None else None
+
+    def forward(self, x: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
+        factor = self.weight if factor is None else factor
+        y = x * factor.reshape(self.view)
+        if self.bias is not None:
+            y = y + self.bias.reshape(self.view)
+        return y
+
+
+class Bias(nn.Module):
+    """``x + bias``, the bias a learned blob or the second input, reshaped to broadcast."""
+
+    def __init__(self, view: tuple[int, ...], learned_shape: Shape | None) -> None:
+        super().__init__()
+        self.view = view
+        self.bias = nn.Parameter(torch.zeros(learned_shape)) if learned_shape is not None else None
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return x + (self.bias if bias is None else bias).reshape(self.view)
+
+
+def broadcast_shape(ctx: LayerContext, axis: int, num_axes: int) -> tuple[Shape, tuple[int, ...]]:
+    """The operand's shape and the view that broadcasts it against the first bottom (Caffe's rules).
+
+    With two bottoms the second bottom's shape decides (num_axes is ignored); the view keeps the
+    batch axis free (-1) when the operand starts at axis 0, so the net runs at any batch size.
+    """
+    shape = ctx.input_shapes[0]
+    axis = canonical_axis(axis, len(shape))
+    if len(ctx.input_shapes) > 1:
+        operand = ctx.input_shapes[1]
+    else:
+        if num_axes < -1:
+            raise ctx.error(f"num_axes must be -1 or non-negative, got {num_axes}")
+        end = len(shape) if num_axes == -1 else axis + num_axes
+        if end > len(shape):
+            raise ctx.error(f"axis {axis} + num_axes {num_axes} exceeds the {len(shape)} axes of the input")
+        operand = shape[axis:end]
+    if tuple(shape[axis:axis + len(operand)]) != tuple(operand):
+        raise ctx.error(f"operand of shape {list(operand)} does not match input shape {list(shape)} "
+                        f"from axis {axis}")
+    view = (1,) * axis + tuple(operand) + (1,) * (len(shape) - axis - len(operand))
+    if axis == 0 and view:
+        view = (-1,) + view[1:]
+    return tuple(operand), view
+
+
+@register("Scale")
+def scale(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.scale_param
+    operand, view = broadcast_shape(ctx, p.axis, p.num_axes)
+    two_bottoms = len(ctx.input_shapes) > 1
+    module = make(Scale, view=view, learned_shape=None if two_bottoms else operand,
+                  bias_shape=operand if p.bias_term else None)
+    index = 0
+    if not two_bottoms:
+        module.weight = nn.Parameter(ctx.blob(0, operand, init="ones"))
+        index = 1
+    if p.bias_term:
+        module.bias = nn.Parameter(ctx.blob(index, operand, init="zeros"))
+    return module
+
+
+@register("Bias")
+def bias(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.bias_param
+    operand, view = broadcast_shape(ctx, p.axis, p.num_axes)
+    two_bottoms = len(ctx.input_shapes) > 1
+    module = make(Bias, view=view, learned_shape=None if two_bottoms else operand)
+    if not two_bottoms:
+        module.bias = nn.Parameter(ctx.blob(0, operand, init="zeros"))
+    return module

@@ -1,0 +1,127 @@
+"""The registry of layer converters: one function per Caffe layer type, extensible by users.
+
+A converter receives a :class:`LayerContext` (the layer's message, its input shapes, its blobs) and
+returns a ``torch.nn.Module`` whose ``forward`` takes the layer's bottoms in order and returns one tensor,
+or a tuple of tensors when the layer has several tops.  Register your own type the same way the
+built-in ``Axpy`` is registered::
+
+    from caffe2torch.converter import register
+
+    @register("MyScale")
+    def my_scale(ctx):
+        return MyScaleModule(ctx.blob(0, (ctx.input_shapes[0][1],)))
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from caffe2torch.errors import ConversionError
+
+Shape = tuple[int, ...]
+Converter = Callable[["LayerContext"], nn.Module]
+
+_CONVERTERS: dict[str, Converter] = {}
+
+
+def register(*layer_types: str, replace: bool = False) -> Callable[[Converter], Converter]:
+    """Register ``fn`` as the converter of the given Caffe layer type(s)."""
+
+    def decorate(fn: Converter) -> Converter:
+        for layer_type in layer_types:
+            if layer_type in _CONVERTERS and not replace and _CONVERTERS[layer_type] is not fn:
+                raise ValueError(f"a converter for Caffe type {layer_type!r} is already registered "
+                                 f"(pass replace=True to override it)")
+            _CONVERTERS[layer_type] = fn
+        return fn
+
+    return decorate
+
+
+def get_converter(layer_type: str, layer_name: str) -> Converter:
+    from caffe2torch.converter import layers  # noqa: F401  (registers the built-in converters)
+
+    try:
+        return _CONVERTERS[layer_type]
+    except KeyError:
+        raise ConversionError(
+            f"layer {layer_name!r}: no converter for Caffe type {layer_type!r}; register one with "
+            f"@caffe2torch.converter.register({layer_type!r}) (see the README, 'Custom layers')") from None
+
+
+def registered_types() -> list[str]:
+    from caffe2torch.converter import layers  # noqa: F401
+
+    return sorted(_CONVERTERS)
+
+
+@dataclass
+class LayerContext:
+    """What a converter may look at: the layer, its input shapes and its learned blobs."""
+
+    layer: Any  # caffe_pb2.LayerParameter
+    input_shapes: list[Shape]
+    num_tops: int
+    blobs: list[np.ndarray] | None  # None: the weights file has no blobs for this layer
+    random_init: bool = False
+    used_blobs: list[Shape] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def type(self) -> str:
+        return self.layer.type
+
+    def error(self, message: str) -> ConversionError:
+        return ConversionError(f"layer {self.name!r} ({self.type}): {message}")
+
+    def blob(self, index: int, shape: Shape, init: str = "weight") -> torch.Tensor:
+        """Blob ``index`` as a float32 tensor of ``shape``, checked strictly against the weights file.
+
+        Caffe's legacy 4-D shapes (num, channels, height, width) are accepted where the blob's shape padded
+        with leading ones to four axes matches, as Caffe's ``Blob::ShapeEquals`` does.  Without weights the
+        blob is initialised (``init``: ``weight``, ``zeros`` or ``ones``) when random initialisation was
+        asked for, and is an error otherwise.
+        """
+        shape = tuple(int(d) for d in shape)
+        if index != len(self.used_blobs):
+            raise AssertionError("converters must request blobs in order")
+        self.used_blobs.append(shape)
+        if self.blobs is None:
+            if not self.random_init:
+                raise self.error("the weights have no blobs for this layer "
+                                 "(pass random_init=True / --random-init to initialise it randomly)")
+            return _initial_blob(self.name, index, shape, init)
+        if index >= len(self.blobs):
+            raise self.error(f"blob {index} is missing: the weights hold {len(self.blobs)} blob(s), "
+                             f"expected shape {list(shape)}")
+        found = self.blobs[index]
+        if tuple(found.shape) != shape:
+            legacy = (1,) * (4 - len(shape)) + shape if len(shape) <= 4 else None
+            if found.ndim != 4 or tuple(found.shape) != legacy:
+                raise self.error(f"blob {index} has shape {list(found.shape)}, expected {list(shape)}")
+        return torch.from_numpy(np.array(found, dtype=np.float32, copy=True).reshape(shape))
+
+    def check_all_blobs_used(self) -> None:
+        if self.blobs is not None and len(self.blobs) != len(self.used_blobs):
+            raise self.error(f"the weights hold {len(self.blobs)} blob(s), the layer uses "
+                             f"{len(self.used_blobs)} (shapes {[list(s) for s in self.used_blobs]})")
+
+
+def _initial_blob(layer_name: str, index: int, shape: Shape, init: str) -> torch.Tensor:
+    """A deterministic initial blob: the same layer name always gets the same values."""
+    if init == "zeros":
+        return torch.zeros(shape)
+    if init == "ones":
+        return torch.ones(shape)
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{layer_name}/{index}".encode()))
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    return torch.randn(shape, generator=generator) * (2.0 / max(fan_in, 1)) ** 0.5
