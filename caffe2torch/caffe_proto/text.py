@@ -1,0 +1,265 @@
+"""Read Caffe's text prototxt into an upgraded `NetParameter`, with errors that point at file:line:col.
+
+Forks of Caffe add their own fields. Caffe itself would refuse such a file; we read it anyway,
+dropping each unknown field with a warning that names its layer, because the fields a fork adds
+rarely matter for inference and the user can judge from the warning. Everything else that Caffe's
+parser rejects (bad syntax, unknown enum values, values of the wrong type, missing required
+fields) is a CaffeFormatError.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import text_format
+
+from caffe2torch.caffe_proto import caffe_pb2
+from caffe2torch.caffe_proto.upgrade import CaffeFormatWarning, upgrade_net
+from caffe2torch.errors import CaffeFormatError
+
+# Deeper nesting than any real net (which nests 4 levels) means a hostile or broken file.
+_MAX_DEPTH = 64
+
+
+def read_prototxt(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
+    """Read a .prototxt net, upgraded to the current `layer` form (see upgrade.py)."""
+    filename = os.fspath(path)
+    try:
+        data = Path(filename).read_bytes()
+    except FileNotFoundError:
+        raise CaffeFormatError(f"{filename}: no such file") from None
+    except IsADirectoryError:
+        raise CaffeFormatError(f"{filename}: is a directory, not a prototxt file") from None
+    except OSError as error:
+        raise CaffeFormatError(f"{filename}: cannot read: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CaffeFormatError(
+            f"{filename}: not a text prototxt (byte {error.start} is not UTF-8; "
+            "a binary .caffemodel is read with read_weights)"
+        ) from None
+    return parse_prototxt(text, filename=filename)
+
+
+def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParameter:
+    """Parse prototxt text (as read_prototxt does a file); `filename` is used in messages."""
+    net = caffe_pb2.NetParameter()
+    unknown_fields: list[_UnknownField] = []
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as strict_error:
+        # Either fields unknown to our schema (tolerated) or a real error: scan to tell which.
+        try:
+            unknown_fields = _find_unknown_fields(text)
+        except text_format.ParseError as scan_error:
+            raise _format_error(filename, text, scan_error) from None
+        if not unknown_fields:
+            raise _format_error(filename, text, strict_error) from None
+        net = caffe_pb2.NetParameter()
+        try:
+            text_format.Parse(text, net, allow_unknown_field=True)
+        except text_format.ParseError as error:
+            raise _format_error(filename, text, error) from None
+    if not net.IsInitialized():
+        missing = ", ".join(net.FindInitializationErrors())
+        raise CaffeFormatError(f"{filename}: required fields are missing: {missing}")
+    upgraded = upgrade_net(net, source=filename)
+    if len(upgraded.layer) == 0:
+        top_level = sorted({field.name for field in unknown_fields if field.layer_field is None})
+        hint = f" (it has fields {', '.join(top_level)}: is it a solver?)" if top_level else ""
+        raise CaffeFormatError(f"{filename}: defines no layers{hint}")
+    for field in unknown_fields:
+        warnings.warn(field.describe(filename, net), CaffeFormatWarning, stacklevel=2)
+    return upgraded
+
+
+def _format_error(filename: str, text: str, error: text_format.ParseError) -> CaffeFormatError:
+    """One clean line: file:line:col: what is wrong (no echo of the line, no protobuf package)."""
+    line, column = error.GetLine(), error.GetColumn()
+    message = str(error)
+    if line is None:
+        return CaffeFormatError(f"{filename}: {message}")
+    location = f"{line}:{column}" if column is not None else f"{line}"
+    message = message.removeprefix(f"{location} : ")
+    # The tokenizer quotes the line it is on (empty at the end of the text); drop the echo.
+    lines = text.split("\n")
+    echoed_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    for echo in (f"'{echoed_line}': ", "'': "):
+        message = message.removeprefix(echo)
+    message = message.replace('"caffe.', '"')
+    return CaffeFormatError(f"{filename}:{location}: {message}")
+
+
+@dataclass(frozen=True)
+class _UnknownField:
+    """A field our schema lacks, where it is, and which top-level entry (layer) holds it."""
+
+    name: str
+    line: int
+    column: int
+    message_type: str
+    layer_field: str | None  # "layer" or "layers" (V1/V0) when inside a layer, else None
+    layer_index: int
+
+    def describe(self, filename: str, net: caffe_pb2.NetParameter) -> str:
+        where = f"{filename}:{self.line}:{self.column}"
+        owner = self.message_type.removeprefix("caffe.")
+        if self.layer_field is None:
+            return f'{where}: unknown net field "{self.name}" dropped (not in Caffe\'s schema)'
+        layer_name = _raw_layer_name(net, self.layer_field, self.layer_index)
+        layer = f'layer "{layer_name}"' if layer_name else f"layer #{self.layer_index} (unnamed)"
+        return f'{where}: {layer}: unknown field "{self.name}" in {owner} dropped (not in Caffe\'s schema)'
+
+
+def _raw_layer_name(net: caffe_pb2.NetParameter, layer_field: str, index: int) -> str:
+    if layer_field == "layer":
+        return net.layer[index].name
+    v1_layer = net.layers[index]
+    return v1_layer.name or v1_layer.layer.name
+
+
+def _find_unknown_fields(text: str) -> list[_UnknownField]:
+    """Walk the text with the schema, as protobuf's parser does, listing the fields it lacks."""
+    tokenizer = text_format.Tokenizer(text.split("\n"))
+    found: list[_UnknownField] = []
+    _Scanner(tokenizer, found).scan_net()
+    return found
+
+
+class _Scanner:
+    """Follows the text-format grammar (that of text_format._Parser) without building messages."""
+
+    def __init__(self, tokenizer: text_format.Tokenizer, found: list[_UnknownField]) -> None:
+        self.tokenizer = tokenizer
+        self.found = found
+        self.layer_counts = {"layer": 0, "layers": 0}
+
+    def scan_net(self) -> None:
+        net_descriptor = caffe_pb2.NetParameter.DESCRIPTOR
+        while not self.tokenizer.AtEnd():
+            field = self._field(net_descriptor, layer_field=None, layer_index=0)
+            if field is not None and field.name in self.layer_counts:
+                self.layer_counts[field.name] += 1
+
+    def _position(self) -> tuple[int, int]:
+        probe = self.tokenizer.ParseError("")
+        return probe.GetLine(), probe.GetColumn()
+
+    def _field(
+        self,
+        owner: _descriptor.Descriptor | None,
+        layer_field: str | None,
+        layer_index: int,
+        depth: int = 1,
+    ) -> _descriptor.FieldDescriptor | None:
+        """Consume one `name: value` or `name { ... }`; returns its descriptor when known."""
+        tokenizer = self.tokenizer
+        if depth > _MAX_DEPTH:
+            raise tokenizer.ParseError(f"messages nested deeper than {_MAX_DEPTH} levels")
+        line, column = self._position()
+        if tokenizer.TryConsume("["):
+            name = "[" + tokenizer.ConsumeIdentifier()
+            while tokenizer.TryConsume(".") or tokenizer.TryConsume("/"):
+                name += "." + tokenizer.ConsumeIdentifier()
+            tokenizer.Consume("]")
+            name += "]"
+            field = None
+        else:
+            name = tokenizer.ConsumeIdentifierOrNumber()
+            field = owner.fields_by_name.get(name) if owner is not None else None
+        if owner is not None and field is None:
+            self.found.append(
+                _UnknownField(name, line, column, owner.full_name, layer_field, layer_index)
+            )
+        if owner is None or field is None:
+            self._skip_contents(depth)
+        else:
+            if owner is caffe_pb2.NetParameter.DESCRIPTOR and field.name in self.layer_counts:
+                layer_field, layer_index = field.name, self.layer_counts[field.name]
+            self._known_contents(field, layer_field, layer_index, depth)
+        if not tokenizer.TryConsume(","):
+            tokenizer.TryConsume(";")
+        return field
+
+    def _known_contents(
+        self,
+        field: _descriptor.FieldDescriptor,
+        layer_field: str | None,
+        layer_index: int,
+        depth: int,
+    ) -> None:
+        tokenizer = self.tokenizer
+        is_message = field.message_type is not None
+        if is_message:
+            tokenizer.TryConsume(":")
+        else:
+            tokenizer.Consume(":")
+        if field.is_repeated and tokenizer.TryConsume("["):
+            if tokenizer.TryConsume("]"):
+                return
+            while True:
+                if is_message:
+                    self._message(field.message_type, layer_field, layer_index, depth)
+                else:
+                    self._skip_scalar()
+                if tokenizer.TryConsume("]"):
+                    return
+                tokenizer.Consume(",")
+        elif is_message:
+            self._message(field.message_type, layer_field, layer_index, depth)
+        else:
+            self._skip_scalar()
+
+    def _message(
+        self,
+        message_type: _descriptor.Descriptor | None,
+        layer_field: str | None,
+        layer_index: int,
+        depth: int,
+    ) -> None:
+        """`{ fields }` or `< fields >`; message_type None skips the body without recording."""
+        tokenizer = self.tokenizer
+        end = ">" if tokenizer.TryConsume("<") else None
+        if end is None:
+            tokenizer.Consume("{")
+            end = "}"
+        while not tokenizer.TryConsume(end):
+            if tokenizer.AtEnd():
+                raise tokenizer.ParseError(f'Expected "{end}".')
+            self._field(message_type, layer_field, layer_index, depth + 1)
+
+    def _skip_contents(self, depth: int) -> None:
+        """The value of an unknown field: a scalar, a [list], or a message (text_format's rules)."""
+        tokenizer = self.tokenizer
+        if tokenizer.TryConsume(":") and not tokenizer.LookingAt("{") and not tokenizer.LookingAt("<"):
+            if tokenizer.TryConsume("["):
+                if tokenizer.TryConsume("]"):
+                    return
+                while True:
+                    if tokenizer.LookingAt("{") or tokenizer.LookingAt("<"):
+                        self._message(None, None, 0, depth)
+                    else:
+                        self._skip_scalar()
+                    if tokenizer.TryConsume("]"):
+                        return
+                    tokenizer.Consume(",")
+            else:
+                self._skip_scalar()
+        else:
+            self._message(None, None, 0, depth)
+
+    def _skip_scalar(self) -> None:
+        """A string (adjacent strings concatenate), identifier, integer or float."""
+        tokenizer = self.tokenizer
+        if not (
+            tokenizer.TryConsumeByteString()
+            or tokenizer.TryConsumeIdentifier()
+            or tokenizer.TryConsumeInteger()
+            or tokenizer.TryConsumeFloat()
+        ):
+            raise tokenizer.ParseError(f"Expected a value, got {tokenizer.token or 'end of text'}.")
