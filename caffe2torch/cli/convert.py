@@ -1,0 +1,44 @@
+"""``caffe2torch convert``: a Caffe net to model.py + weights.pt + meta.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from caffe2torch.cli.options import parse_shape
+
+
+@click.command()
+@click.argument("prototxt")
+@click.option("--weights", "-w", type=click.Path(dir_okay=False), help="The .caffemodel or .caffemodel.h5.")
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Directory to write (default: NAME-torch).")
+@click.option("--input-shape", callback=parse_shape, help="Input shape such as 1,3,224,224 (overrides the net's).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def convert(prototxt: str, weights: str | None, output: str | None, input_shape: tuple[int, ...] | None,
+            force: bool) -> None:
+    """Convert PROTOTXT (a file or a zoo name such as se_resnext50) to standalone PyTorch files.
+
+    Writes DIR/model.py (imports only torch), DIR/weights.pt (a state dict; loads with weights_only=True)
+    and DIR/meta.json (inputs, outputs, preprocessing hints).  Without --weights the architecture is
+    converted with deterministic random weights.
+    """
+    from caffe2torch.converter.export import export_net
+
+    directory = Path(output or f"{Path(prototxt).stem}-torch")
+    result = export_net(prototxt, weights, directory, force=force, input_shape=input_shape)
+    model, meta = result["model"], result["meta"]
+    click.echo(f"converted {model.net_name or prototxt!r}: {len(model.caffe_names)} layers, "
+               f"{result['parameters']:,} learnable parameters")
+    for name, shape in zip(model.input_names, model.input_shapes):
+        click.echo(f"  input  {name}: {list(shape)}")
+    for name, shape in model.output_shapes.items():
+        click.echo(f"  output {name}: {list(shape)}")
+    for note in model.notes:
+        click.echo(f"  note: {note}")
+    if meta["random_weights"]:
+        click.echo("  no --weights given: architecture only, weights are deterministic random values")
+    if meta.get("zoo_model"):
+        click.echo(f"  recognised as zoo model {meta['zoo_model']} (preset {meta['preset']})")
+    for path in result["paths"].values():
+        click.echo(f"wrote {path}")

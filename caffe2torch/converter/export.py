@@ -1,0 +1,182 @@
+"""Export a converted net as files: standalone ``model.py`` (imports only torch), ``weights.pt`` (a state
+dict that loads with ``weights_only=True``) and ``meta.json`` (inputs, outputs, preprocessing hints)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from caffe2torch.converter.build import CaffeNet
+from caffe2torch.errors import InputError
+
+MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.py", "weights.pt", "meta.json"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _layer_source(module_name: str) -> tuple[list[str], list[str]]:
+    """The imports and the definitions of one ``converter.layers`` module that runtime code needs:
+    classes and plain helpers, without the converter functions and without caffe2torch imports."""
+    source = inspect.getsource(sys.modules[module_name])
+    imports, definitions = [], []
+    for node in ast.parse(source).body:
+        segment = ast.get_source_segment(source, node)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+            if not (module or "").startswith("caffe2torch") and module != "__future__":
+                imports.append(segment)
+        elif isinstance(node, ast.ClassDef) or (isinstance(node, ast.FunctionDef) and not node.decorator_list):
+            definitions.append(segment)
+        elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+            definitions.append(segment)
+    return imports, definitions
+
+
+def _constructor(module: nn.Module) -> str:
+    """The code that rebuilds ``module``: its class and its recorded constructor arguments."""
+    cls = type(module)
+    kwargs = getattr(module, "_init_kwargs", None)
+    if kwargs is None:
+        raise InputError(f"cannot export module of type {cls.__name__}: it was not built with "
+                         f"converter.layers.common.make")
+    args = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    prefix = f"{cls.__module__}." if cls.__module__.startswith("torch.") else ""
+    return f"{prefix}{cls.__qualname__}({args})"
+
+
+def generate_code(model: CaffeNet) -> str:
+    """Python source of a standalone ``Net`` equal to ``model``."""
+    imports: list[str] = ["import torch", "from torch import nn"]
+    definitions: list[str] = []
+    seen_modules: set[str] = set()
+    lines = []
+    for ident, module in model.named_children():
+        if not _IDENTIFIER.match(ident):
+            raise AssertionError(f"unsafe module name {ident!r}")
+        cls_module = type(module).__module__
+        if cls_module.startswith("caffe2torch.") and cls_module not in seen_modules:
+            seen_modules.add(cls_module)
+            more_imports, more_definitions = _layer_source(cls_module)
+            imports += [i for i in more_imports if i not in imports]
+            definitions += more_definitions
+        lines.append(f"        self.{ident} = {_constructor(module)}")
+    forward = model.code.strip("\n")
+    forward = "\n".join("    " + line if line else line for line in forward.splitlines())
+    names = "\n".join(f"    {ident!r}: {name!r}," for ident, name in model.caffe_names.items())
+    return "\n".join([
+        f'"""{model.net_name!r} converted from Caffe by caffe2torch. Needs only torch.',
+        "",
+        f"    net = load({WEIGHTS_FILE!r})  # weights next to this file",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        *imports,
+        "",
+        "",
+        *[d + "\n\n" for d in definitions],
+        "# Python name of each submodule -> the Caffe layer it came from",
+        f"CAFFE_NAMES = {{\n{names}\n}}",
+        f"INPUTS = {model.input_names!r}",
+        f"INPUT_SHAPES = {[list(s) for s in model.input_shapes]!r}",
+        "",
+        "",
+        "class Net(nn.Module):",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        *lines,
+        "",
+        forward,
+        "",
+        "",
+        f"def load(weights: str = {WEIGHTS_FILE!r}, map_location: str = 'cpu') -> Net:",
+        '    """The net with its weights, in eval mode; a relative path is taken next to this file."""',
+        "    import os",
+        "",
+        "    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), weights)",
+        "    net = Net()",
+        "    net.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))",
+        "    return net.eval()",
+        "",
+    ])
+
+
+def preprocessing_hints(prototxt_text: str) -> dict[str, Any]:
+    """Hints a release states only in comments, such as SENet's ``# mean_value: 104, 117, 123``."""
+    hints: dict[str, Any] = {}
+    for key, value in re.findall(r"^\s*#\s*(mean_value|scale|crop_size)\s*:\s*(.+)$", prototxt_text, re.M):
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", value)]
+        hints[key] = numbers if key == "mean_value" else (numbers[0] if numbers else None)
+    return hints
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any] | None = None,
+           force: bool = False) -> dict[str, Path]:
+    """Write model.py, weights.pt and meta.json into ``directory``; refuses to overwrite without ``force``."""
+    directory = Path(directory)
+    paths = {name: directory / name for name in (MODEL_FILE, WEIGHTS_FILE, META_FILE)}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise InputError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
+    directory.mkdir(parents=True, exist_ok=True)
+    code = generate_code(model)
+    info = {
+        "net": model.net_name,
+        "inputs": [{"name": n, "shape": list(s)} for n, s in zip(model.input_names, model.input_shapes)],
+        "outputs": [{"name": n, "shape": list(s)} for n, s in model.output_shapes.items()],
+        "notes": model.notes,
+        **(meta or {}),
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    _write_atomic(paths[WEIGHTS_FILE], lambda tmp: torch.save(state, tmp))
+    _write_atomic(paths[MODEL_FILE], lambda tmp: Path(tmp).write_text(code, encoding="utf-8"))
+    _write_atomic(paths[META_FILE], lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+    return paths
+
+
+def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: bool = False,
+               input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Convert a prototxt / zoo name (+ weights) and export it; returns a summary for the CLI to print."""
+    from caffe2torch.converter import _resolve_weights, convert, resolve_net
+
+    net = resolve_net(spec)
+    weights_map = _resolve_weights(weights)
+    model = convert(net, weights_map, input_shape=input_shape, random_init=weights_map is None)
+    meta: dict[str, Any] = {"source": str(spec), "weights": str(weights) if weights is not None else None,
+                            "random_weights": weights_map is None}
+    if isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
+        meta["preprocessing"] = preprocessing_hints(Path(spec).read_text(encoding="utf-8", errors="replace"))
+    try:
+        from caffe2torch import zoo
+
+        name = zoo.identify(net)
+    except ImportError:
+        name = None
+    if name is not None:
+        entry = zoo.get(name)
+        meta["zoo_model"] = name
+        meta["preset"] = entry.preset
+        meta["label_order"] = entry.label_order
+    paths = export(model, directory, meta=meta, force=force)
+    return {"model": model, "paths": paths, "meta": meta,
+            "parameters": sum(p.numel() for p in model.parameters())}
