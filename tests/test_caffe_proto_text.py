@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -88,6 +89,12 @@ SENET_LAYER_PARAMS = [
 ]
 
 
+@functools.cache
+def _read_cached(path: Path) -> caffe_pb2.NetParameter:
+    """Each SENet net is read once for all the tests that only look at it."""
+    return read_prototxt(path)
+
+
 def _layer(net: caffe_pb2.NetParameter, name: str) -> caffe_pb2.LayerParameter:
     matches = [layer for layer in net.layer if layer.name == name]
     assert len(matches) == 1, f"expected one layer named {name}, found {len(matches)}"
@@ -108,7 +115,7 @@ def _field_values(message, fields: dict) -> dict:
 
 @pytest.mark.parametrize("filename", sorted(SENET_LAYER_COUNTS))
 def test_senet_release_net_reads(senet_models: Path, filename: str) -> None:
-    net = read_prototxt(senet_models / filename)
+    net = _read_cached(senet_models / filename)
     assert len(net.layer) == SENET_LAYER_COUNTS[filename]
     assert Counter(layer.type for layer in net.layer) == SENET_LAYER_TYPES[filename]
     first = net.layer[0]
@@ -124,7 +131,7 @@ def test_senet_release_net_reads(senet_models: Path, filename: str) -> None:
                          SENET_LAYER_PARAMS)
 def test_senet_layer_parameters(senet_models: Path, filename: str, layer_name: str,
                                 layer_type: str, param_name: str, expected: dict) -> None:
-    layer = _layer(read_prototxt(senet_models / filename), layer_name)
+    layer = _layer(_read_cached(senet_models / filename), layer_name)
     assert layer.type == layer_type
     assert layer.HasField(param_name)
     assert _field_values(getattr(layer, param_name), expected) == expected
@@ -132,10 +139,10 @@ def test_senet_layer_parameters(senet_models: Path, filename: str, layer_name: s
 
 def test_senet_two_bottom_layers(senet_models: Path) -> None:
     """Axpy (a * x + y) has three bottoms; the SE Scale of BN-Inception multiplies by a 2nd bottom."""
-    axpy = _layer(read_prototxt(senet_models / "SE-ResNet-50.prototxt"), "conv2_1")
+    axpy = _layer(_read_cached(senet_models / "SE-ResNet-50.prototxt"), "conv2_1")
     assert axpy.type == "Axpy"
     assert list(axpy.bottom) == ["conv2_1_1x1_up", "conv2_1_1x1_increase", "conv2_1_1x1_proj"]
-    inception = read_prototxt(senet_models / "SE-BN-Inception.prototxt")
+    inception = _read_cached(senet_models / "SE-BN-Inception.prototxt")
     assert list(_layer(inception, "inception_3a_prob_reshape").reshape_param.shape.dim) == [0, 0]
     assert list(_layer(inception, "inception_3a_scale").bottom) == [
         "inception_3a/concat", "inception_3a_prob_reshape"]
@@ -352,6 +359,21 @@ def test_v1_layer_upgrade_moves_every_training_field() -> None:
     assert net == expected
 
 
+def test_every_v1_parameter_message_is_carried_over() -> None:
+    v1_layer = caffe_pb2.V1LayerParameter(name="all")
+    names = [field.name for field in v1_layer.DESCRIPTOR.fields
+             if field.name.endswith("_param") and field.message_type is not None]
+    assert len(names) == 30
+    for name in names:
+        getattr(v1_layer, name).SetInParent()
+    v1_layer.convolution_param.num_output = 7
+    v1_layer.transform_param.mean_value.append(104.0)
+    layer = upgrade_net(caffe_pb2.NetParameter(layers=[v1_layer])).layer[0]
+    assert all(layer.HasField(name) for name in names)
+    assert layer.convolution_param.num_output == 7
+    assert list(layer.transform_param.mean_value) == [104.0]
+
+
 def test_every_v1_layer_type_has_a_current_name() -> None:
     layer_types = caffe_pb2.V1LayerParameter.LayerType
     net = caffe_pb2.NetParameter()
@@ -462,6 +484,11 @@ def test_unknown_field_in_unnamed_v1_layer_and_at_net_level(tmp_path: Path) -> N
     messages = [str(warning.message) for warning in caught]
     assert messages[0].startswith(f'{path}:1:1: unknown net field "fork_version"')
     assert messages[1].startswith(f'{path}:2:21: layer #0 (unnamed): unknown field "extra" in V1LayerParameter')
+
+
+def test_unknown_field_inside_a_list_of_layers_names_its_own_layer() -> None:
+    with pytest.warns(CaffeFormatWarning, match=r'layer "second": unknown field "fork"'):
+        parse_prototxt('layer: [{ name: "first" type: "ReLU" }, { name: "second" type: "ReLU" fork: 1 }]')
 
 
 def test_unknown_field_does_not_hide_a_real_error(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParame
     net = caffe_pb2.NetParameter()
     unknown_fields: list[_UnknownField] = []
     try:
-        text_format.Parse(text, net)
+        text_format.Parse(text, net, max_recursion_depth=_MAX_DEPTH)
     except text_format.ParseError as strict_error:
         # Either fields unknown to our schema (tolerated) or a real error: scan to tell which.
         try:
@@ -62,7 +62,7 @@ def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParame
             raise _format_error(filename, text, strict_error) from None
         net = caffe_pb2.NetParameter()
         try:
-            text_format.Parse(text, net, allow_unknown_field=True)
+            text_format.Parse(text, net, allow_unknown_field=True, max_recursion_depth=_MAX_DEPTH)
         except text_format.ParseError as error:
             raise _format_error(filename, text, error) from None
     if not net.IsInitialized():
@@ -142,9 +142,7 @@ class _Scanner:
     def scan_net(self) -> None:
         net_descriptor = caffe_pb2.NetParameter.DESCRIPTOR
         while not self.tokenizer.AtEnd():
-            field = self._field(net_descriptor, layer_field=None, layer_index=0)
-            if field is not None and field.name in self.layer_counts:
-                self.layer_counts[field.name] += 1
+            self._field(net_descriptor, layer_field=None, layer_index=0)
 
     def _position(self) -> tuple[int, int]:
         probe = self.tokenizer.ParseError("")
@@ -156,8 +154,8 @@ class _Scanner:
         layer_field: str | None,
         layer_index: int,
         depth: int = 1,
-    ) -> _descriptor.FieldDescriptor | None:
-        """Consume one `name: value` or `name { ... }`; returns its descriptor when known."""
+    ) -> None:
+        """Consume one `name: value` or `name { ... }`."""
         tokenizer = self.tokenizer
         if depth > _MAX_DEPTH:
             raise tokenizer.ParseError(f"messages nested deeper than {_MAX_DEPTH} levels")
@@ -179,12 +177,9 @@ class _Scanner:
         if owner is None or field is None:
             self._skip_contents(depth)
         else:
-            if owner is caffe_pb2.NetParameter.DESCRIPTOR and field.name in self.layer_counts:
-                layer_field, layer_index = field.name, self.layer_counts[field.name]
             self._known_contents(field, layer_field, layer_index, depth)
         if not tokenizer.TryConsume(","):
             tokenizer.TryConsume(";")
-        return field
 
     def _known_contents(
         self,
@@ -203,17 +198,28 @@ class _Scanner:
             if tokenizer.TryConsume("]"):
                 return
             while True:
-                if is_message:
-                    self._message(field.message_type, layer_field, layer_index, depth)
-                else:
-                    self._skip_scalar()
+                self._value(field, layer_field, layer_index, depth)
                 if tokenizer.TryConsume("]"):
                     return
                 tokenizer.Consume(",")
-        elif is_message:
-            self._message(field.message_type, layer_field, layer_index, depth)
         else:
+            self._value(field, layer_field, layer_index, depth)
+
+    def _value(
+        self,
+        field: _descriptor.FieldDescriptor,
+        layer_field: str | None,
+        layer_index: int,
+        depth: int,
+    ) -> None:
+        if field.message_type is None:
             self._skip_scalar()
+            return
+        if field.containing_type is caffe_pb2.NetParameter.DESCRIPTOR and field.name in self.layer_counts:
+            # Each net-level layer entry is the context of the unknown fields found inside it.
+            layer_field, layer_index = field.name, self.layer_counts[field.name]
+            self.layer_counts[field.name] += 1
+        self._message(field.message_type, layer_field, layer_index, depth)
 
     def _message(
         self,
