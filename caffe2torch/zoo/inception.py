@@ -45,7 +45,8 @@ def _conv(net: NetBuilder, name: str, bottom: str, num_output: int, kernel_size:
     """conv + BN + Scale + ReLU; ``a/b`` is activated by a ReLU named ``a/relu_b``."""
     prefix, _, suffix = name.rpartition("/")
     pad = 1 if kernel_size == 3 else None
-    return net.conv_bn_relu(name, bottom, num_output, kernel_size, pad=pad, stride=stride, relu=f"{prefix}/relu_{suffix}")
+    relu = f"{prefix}/relu_{suffix}"
+    return net.conv_bn_relu(name, bottom, num_output, kernel_size, pad=pad, stride=stride, relu=relu)
 
 
 def _module(net: NetBuilder, module: Module, bottom: str, in_channels: int) -> tuple[str, int]:

@@ -119,6 +119,7 @@ class NetBuilder:
         """7x7 average pool, optional in-place Dropout, 1000-way InnerProduct and Softmax."""
         pooled = self.pool("pool5/7x7_s1", bottom, PoolMethod.AVE, 7, 1)
         if dropout_ratio is not None:
-            self.layer("pool5/dropout_7x7_s1", "Dropout", [pooled], [pooled], dropout_param={"dropout_ratio": dropout_ratio})
+            dropout = {"dropout_ratio": dropout_ratio}
+            self.layer("pool5/dropout_7x7_s1", "Dropout", [pooled], [pooled], dropout_param=dropout)
         self.layer("classifier", "InnerProduct", [pooled], ["classifier"], inner_product_param={"num_output": 1000})
         self.layer("prob", "Softmax", ["classifier"], ["prob"])
