@@ -16,7 +16,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from caffe2torch.caffe_proto import caffe_pb2
+from caffe2torch.caffe_proto import caffe_pb2, read_prototxt
 from caffe2torch.errors import InputError
 from caffe2torch.zoo import inception, resnet
 
@@ -110,8 +110,6 @@ def identify(net: caffe_pb2.NetParameter) -> str | None:
 
 def resolve_net(spec: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
     """The net named by ``spec``: an existing prototxt file, else a zoo model name."""
-    from caffe2torch.caffe_proto import read_prototxt
-
     path = Path(spec)
     if path.exists():
         return read_prototxt(path)

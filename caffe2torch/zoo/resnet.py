@@ -73,7 +73,8 @@ def _bottleneck(
 
     shortcut = bottom
     if first_in_stage:
-        # Named "_1x1_proj" even where SENet-154 makes it a 3x3 conv (release naming).
+        # SENet-154 projects with a 3x3 conv where it downsamples (stages 3-5), still named "_1x1_proj"
+        # by the release; its stride-1 first stage keeps the 1x1 projection.
         if family.projection_3x3 and stride == 2:
             shortcut = net.conv_bn(f"{block}_1x1_proj", bottom, out_channels, 3, pad=1, stride=stride)
         else:
