@@ -8,7 +8,6 @@ family) and :mod:`.build` (the fx graph).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ from caffe2torch.converter.graph import NetGraph, build_graph
 from caffe2torch.converter.registry import LayerContext, register, registered_types
 
 __all__ = ["load", "convert", "register", "registered_types", "LayerContext", "CaffeNet", "NetGraph",
-           "build_graph", "resolve_net", "expected_blob_shapes"]
+           "build_graph", "resolve_net", "resolve_weights", "expected_blob_shapes"]
 
 NetSpec = Any  # a prototxt path, a zoo name, or a caffe_pb2.NetParameter
 Shape = tuple[int, ...]
@@ -28,17 +27,12 @@ def resolve_net(spec: NetSpec) -> Any:
     """A NetParameter from a prototxt path, a zoo model name, or a NetParameter itself."""
     if not isinstance(spec, (str, os.PathLike)):
         return spec
-    path = Path(spec)
-    if not path.exists() and os.sep not in str(spec) and not path.suffix:
-        from caffe2torch import zoo
+    from caffe2torch import zoo
 
-        return zoo.get(str(spec)).build()
-    from caffe2torch.caffe_proto import read_prototxt
-
-    return read_prototxt(path)
+    return zoo.resolve_net(spec)
 
 
-def _resolve_weights(weights: Any) -> Mapping[str, Sequence[np.ndarray]] | None:
+def resolve_weights(weights: Any) -> Mapping[str, Sequence[np.ndarray]] | None:
     if weights is None or isinstance(weights, Mapping):
         return weights
     from caffe2torch.caffe_proto import read_weights
@@ -62,7 +56,7 @@ def load(prototxt: NetSpec, weights: Any = None, *, outputs: Sequence[str] | Non
     weights the architecture is converted with deterministic random initialisation.  ``outputs`` names
     layers (their output) or blobs (their last value) to return as a dict instead of the net's output.
     """
-    return convert(resolve_net(prototxt), _resolve_weights(weights), outputs=outputs,
+    return convert(resolve_net(prototxt), resolve_weights(weights), outputs=outputs,
                    input_shape=input_shape, random_init=random_init)
 
 

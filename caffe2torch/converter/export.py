@@ -157,10 +157,10 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any
 def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: bool = False,
                input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Convert a prototxt / zoo name (+ weights) and export it; returns a summary for the CLI to print."""
-    from caffe2torch.converter import _resolve_weights, convert, resolve_net
+    from caffe2torch.converter import resolve_weights, convert, resolve_net
 
     net = resolve_net(spec)
-    weights_map = _resolve_weights(weights)
+    weights_map = resolve_weights(weights)
     model = convert(net, weights_map, input_shape=input_shape, random_init=weights_map is None)
     meta: dict[str, Any] = {"source": str(spec), "weights": str(weights) if weights is not None else None,
                             "random_weights": weights_map is None}
