@@ -73,7 +73,7 @@ def generate_code(model: CaffeNet) -> str:
     forward = "\n".join("    " + line if line else line for line in forward.splitlines())
     names = "\n".join(f"    {ident!r}: {name!r}," for ident, name in model.caffe_names.items())
     return "\n".join([
-        f'"""{model.net_name!r} converted from Caffe by caffe2torch. Needs only torch.',
+        '"""A Caffe net converted by caffe2torch (NET_NAME below). Needs only torch.',
         "",
         f"    net = load({WEIGHTS_FILE!r})  # weights next to this file",
         '"""',
@@ -84,6 +84,7 @@ def generate_code(model: CaffeNet) -> str:
         "",
         "",
         *[d + "\n\n" for d in definitions],
+        f"NET_NAME = {model.net_name!r}",
         "# Python name of each submodule -> the Caffe layer it came from",
         f"CAFFE_NAMES = {{\n{names}\n}}",
         f"INPUTS = {model.input_names!r}",

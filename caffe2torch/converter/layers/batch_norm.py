@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +42,7 @@ def batch_norm(ctx: LayerContext) -> nn.Module:
     channels = shape[1]
     # use_global_stats defaults to the phase: true at TEST, which is what a converted net runs.
     use_global = p.use_global_stats if p.HasField("use_global_stats") else True
-    module = make(BatchNorm, channels=channels, eps=float(torch.tensor(p.eps, dtype=torch.float32)),
+    module = make(BatchNorm, channels=channels, eps=float(np.float32(p.eps)),
                   use_global_stats=use_global)
     mean = ctx.blob(0, (channels,), init="zeros")
     var = ctx.blob(1, (channels,), init="ones")
