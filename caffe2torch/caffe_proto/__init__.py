@@ -3,5 +3,23 @@
 from caffe2torch.caffe_proto import caffe_pb2
 from caffe2torch.caffe_proto.text import parse_prototxt, read_prototxt
 from caffe2torch.caffe_proto.upgrade import CaffeFormatWarning, upgrade_net
+from caffe2torch.caffe_proto.weights import (
+    Weights,
+    read_blob,
+    read_weights,
+    write_caffemodel,
+    write_hdf5,
+)
 
-__all__ = ["CaffeFormatWarning", "caffe_pb2", "parse_prototxt", "read_prototxt", "upgrade_net"]
+__all__ = [
+    "CaffeFormatWarning",
+    "Weights",
+    "caffe_pb2",
+    "parse_prototxt",
+    "read_blob",
+    "read_prototxt",
+    "read_weights",
+    "upgrade_net",
+    "write_caffemodel",
+    "write_hdf5",
+]
