@@ -1,7 +1,7 @@
 """How fast, and in how much memory, a large caffemodel is read: ours against the alternatives.
 
 Builds once (cached in .bench/, git-ignored) a caffemodel with the blob shapes of SENet-154
-(113 M parameters, about 440 MiB) filled with seeded random numbers by our writer, then measures
+(115 M parameters, 440 MiB) filled with seeded random numbers by our writer, then measures
 each reader in a fresh subprocess (so imports and earlier runs do not mix into its peak memory),
 with NUMPY_MADVISE_HUGEPAGE=0 so that numpy does not back large arrays with huge pages:
 
