@@ -1,0 +1,228 @@
+"""Run a Caffe net in OpenCV's ``dnn`` module: a Caffe runtime written independently of ours, to check
+conversions against, blob by blob.
+
+OpenCV reads the prototxt and the caffemodel with its own parser and computes every layer with its own
+kernels, so an agreement is evidence, not a tautology.  What it takes to make OpenCV compute what Caffe
+computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
+
+* **Axpy.**  OpenCV's importer rewrites the SENet release's ``Axpy`` layer into a Scale and an Eltwise
+  that compute ``a * bottom[2] + bottom[1]`` instead of the release's ``a * bottom[1] + bottom[2]``
+  (``axpy_layer.cpp``), and it does so before looking at layers registered with ``cv2.dnn_registerLayer``,
+  so registering a correct ``Axpy`` changes nothing.  We hand OpenCV the Axpy layers under the type name
+  :data:`AXPY_TYPE`, backed by a Python layer computing ``a * x + y`` in float32 (registered only while
+  our call runs).  It is exact: one float32 multiply and one add per element, as Caffe and torch do, and
+  it works for any batch size.
+* **Fusion.**  With fusion on, OpenCV folds BatchNorm, Scale and activations into the preceding
+  convolution.  Asking for the output of a folded layer then returns garbage (the BatchNorm output of a
+  fused conv + BatchNorm comes back as NaN), and the net computes with folded weights, not layer by layer
+  as Caffe does.  We turn fusion off (``enableFusion(False)``): every layer runs on its own and each
+  layer's output can be read.
+* **Winograd.**  OpenCV's 3x3 convolutions use Winograd by default, which moves SENet-154's logits by up
+  to 1e-2; we turn it off (``enableWinograd(False)``) and use the plain OpenCV CPU backend.
+* **Names.**  OpenCV names every output after the layer that made it, so a blob written in place by
+  several layers is read as the output of one of them; a blob name is mapped to its last producer here.
+  Only a layer's first output can be read reliably: ``forward`` can ask for no other, and the others of
+  ``forwardAndRetrieve`` are not protected from layers that later overwrite their memory in place.
+* **Deploy form.**  OpenCV runs only deploy nets, so the net is handed over as our converter sees it for
+  the TEST phase: excluded and training-only layers dropped, data layers replaced by an ``Input`` layer of
+  the given arrays' shapes.
+* **Weights.**  OpenCV reads binary caffemodels (current or legacy V1 form) itself; HDF5 weights or
+  weights given as arrays are first written to a temporary binary caffemodel.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caffe2torch.errors import ConversionError, InputError
+
+# The type name OpenCV sees for the release's Axpy layers; see the module docstring for why.
+AXPY_TYPE = "Caffe2TorchAxpy"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise InputError("the OpenCV reference needs OpenCV 4.x: pip install 'opencv-python-headless<5'") from None
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
+        raise InputError(f"OpenCV {cv2.__version__} has no Caffe importer (it was dropped in 5.x); "
+                         "install 'opencv-python-headless<5'")
+    return cv2
+
+
+class OpenCVAxpy:
+    """OpenCV Python layer computing the release's Axpy: ``a * x + y`` with bottoms (a, x, y), ``a`` of
+    shape N x C (x 1 x 1) scaling each channel of ``x``."""
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        del params, blobs  # Axpy has neither parameters nor blobs
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802 (OpenCV's name)
+        if len(inputs) != 3:
+            raise ValueError(f"Axpy needs three bottoms (a, x, y), got {len(inputs)}")
+        a, x, y = (list(shape) for shape in inputs)
+        if x != y or a[:2] != x[:2] or any(d != 1 for d in a[2:]):
+            raise ValueError(f"Axpy bottoms do not fit: a {a}, x {x}, y {y}")
+        return [x]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        a, x, y = inputs
+        return [a.reshape(a.shape[0], a.shape[1], *([1] * (x.ndim - 2))) * x + y]
+
+
+@contextmanager
+def _axpy_registered() -> Iterator[None]:
+    """OpenCV's layer registry is process-wide: our Axpy is there only while a reference net runs."""
+    cv2 = _cv2()
+    cv2.dnn_registerLayer(AXPY_TYPE, OpenCVAxpy)
+    try:
+        yield
+    finally:
+        cv2.dnn_unregisterLayer(AXPY_TYPE)
+
+
+def deploy_net(net: Any, input_shapes: Mapping[str, Sequence[int]] | Sequence[int]) -> tuple[Any, Any]:
+    """The net in the form OpenCV runs, and our graph IR of it.
+
+    ``input_shapes``: one shape (for a net with one input) or a shape per input blob.  The result has one
+    ``Input`` layer with those shapes, then the layers of the TEST phase in order, Axpy renamed to
+    :data:`AXPY_TYPE`.
+    """
+    from caffe2torch.caffe_proto import caffe_pb2
+    from caffe2torch.converter.graph import build_graph
+
+    shapes = ({name: tuple(shape) for name, shape in input_shapes.items()} if isinstance(input_shapes, Mapping)
+              else tuple(input_shapes))
+    graph = build_graph(net, shapes)
+    deploy = caffe_pb2.NetParameter(name=net.name)
+    inputs = deploy.layer.add(name="input", type="Input")
+    for value, shape in graph.inputs:
+        inputs.top.append(graph.blob_of[value])
+        inputs.input_param.shape.add(dim=shape)
+    for layer in graph.layers:
+        copy = deploy.layer.add()
+        copy.CopyFrom(layer.message)
+        for field in ("include", "exclude", "blobs"):
+            copy.ClearField(field)
+        if copy.type == "Axpy":
+            copy.type = AXPY_TYPE
+    return deploy, graph
+
+
+def _opencv_outputs(graph: Any, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """For each requested layer or blob name: ("layer", OpenCV layer name) or ("input", input blob)."""
+    layers = {layer.name: layer for layer in graph.layers}
+    producer: dict[str, tuple[str, int]] = {
+        value: (layer.name, index) for layer in graph.layers for index, value in enumerate(layer.tops)}
+    inputs = {value for value, _ in graph.inputs}
+    resolved: dict[str, tuple[str, str]] = {}
+    for name in names:
+        if name in layers:
+            if not layers[name].tops:
+                raise InputError(f"layer {name!r} has no output")
+            value = layers[name].tops[0]
+        elif name in graph.final_value:
+            value = graph.final_value[name]
+        else:
+            raise InputError(f"{name!r} is neither a layer nor a blob of the net")
+        if value in inputs:
+            resolved[name] = ("input", graph.blob_of[value])
+            continue
+        layer_name, index = producer[value]
+        if index != 0:
+            raise InputError(f"blob {name!r} is output {index} of layer {layer_name!r}; OpenCV's dnn can read "
+                             "only a layer's first output reliably")
+        resolved[name] = ("layer", layer_name)
+    return resolved
+
+
+def _input_arrays(graph: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+    names = [graph.blob_of[value] for value, _ in graph.inputs]
+    if not isinstance(inputs, Mapping):
+        if len(names) != 1:
+            raise InputError(f"the net has {len(names)} inputs ({', '.join(names)}); give a dict of arrays")
+        inputs = {names[0]: inputs}
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise InputError(f"no array given for the net input(s) {', '.join(missing)}")
+    return {name: np.ascontiguousarray(inputs[name], dtype=np.float32) for name in names}
+
+
+@contextmanager
+def _binary_caffemodel(net: Any, weights: Any) -> Iterator[str]:
+    """A binary caffemodel path OpenCV can read: the file itself when it is one, else a temporary copy."""
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(f"{path}: no such weights file")
+        with open(path, "rb") as handle:
+            is_hdf5 = handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+        if not is_hdf5:
+            yield str(path)
+            return
+        from caffe2torch.caffe_proto.weights import read_weights
+
+        weights = read_weights(path)
+    from caffe2torch.caffe_proto.weights import write_caffemodel
+
+    known = {layer.name for layer in net.layer}
+    with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
+        path = Path(directory) / "weights.caffemodel"
+        write_caffemodel(net, {name: blobs for name, blobs in weights.items() if name in known}, path)
+        yield str(path)
+
+
+def opencv_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] | np.ndarray,
+                   outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """Run the net in OpenCV's dnn and return the requested blobs, each computed layer by layer.
+
+    ``prototxt``: a path, a zoo name or a NetParameter.  ``caffemodel``: a binary or HDF5 weights path, or
+    a mapping of layer name to blobs.  ``inputs``: the array of the net's single input, or a dict per input
+    blob (any batch size).  ``outputs``: layer names (the layer's output) or blob names (the blob's last
+    value), as for :func:`caffe2torch.load`.
+    """
+    from caffe2torch.converter import resolve_net
+    from google.protobuf import text_format
+
+    cv2 = _cv2()
+    net = resolve_net(prototxt)
+    shapes = ({name: np.shape(array) for name, array in inputs.items()} if isinstance(inputs, Mapping)
+              else np.shape(inputs))
+    deploy, graph = deploy_net(net, shapes)
+    arrays = _input_arrays(graph, inputs)
+    wanted = _opencv_outputs(graph, outputs)
+    layer_outputs = sorted({target for kind, target in wanted.values() if kind == "layer"})
+    with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
+        prototxt_path = Path(directory) / "deploy.prototxt"
+        prototxt_path.write_text(text_format.MessageToString(deploy), encoding="utf-8")
+        with _binary_caffemodel(net, caffemodel) as model_path, _axpy_registered():
+            try:
+                cv_net = cv2.dnn.readNetFromCaffe(str(prototxt_path), model_path)
+                cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+                cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+                cv_net.enableFusion(False)
+                cv_net.enableWinograd(False)
+                for name, array in arrays.items():
+                    cv_net.setInput(array, name)
+                results = cv_net.forward(layer_outputs) if layer_outputs else []
+            except cv2.error as error:
+                raise ConversionError(f"OpenCV's dnn cannot run the net: {_opencv_message(error)}") from None
+    by_layer = {name: np.array(result, dtype=np.float32) for name, result in zip(layer_outputs, results)}
+    return {name: (by_layer[target] if kind == "layer" else arrays[target].copy())
+            for name, (kind, target) in wanted.items()}
+
+
+def _opencv_message(error: Exception) -> str:
+    """OpenCV's one useful line: the text after 'error: (-code:Kind)'."""
+    text = " ".join(str(error).split())
+    marker = text.find(") ", text.find("error: ("))
+    return text[marker + 2:] if marker >= 0 and "error: (" in text else text
