@@ -32,11 +32,13 @@ class LabeledImage:
 @dataclass(frozen=True)
 class ImageSet:
     """Images with labels; ``label_order`` is the order the layout implies (``synset`` for wnid folders),
-    ``None`` when only the user can tell (a label file)."""
+    ``None`` when only the user can tell (a label file); ``classes`` the number of classes the layout
+    implies (class folders), ``None`` when unknown."""
 
     images: list[LabeledImage]
     label_order: str | None
     source: str  # the label file or folder, for messages
+    classes: int | None = None
 
 
 def images_from_label_file(images_dir: str | Path, label_file: str | Path, *,
@@ -72,7 +74,7 @@ def images_from_class_folders(root: str | Path, *, limit: int | None = None) -> 
         images.extend(LabeledImage(path, label, str(folder)) for path in files)
     if not images:
         raise InputError(f"{root}: the class folders hold no images")
-    return ImageSet(images[:limit] if limit is not None else images, "synset", str(root))
+    return ImageSet(images[:limit] if limit is not None else images, "synset", str(root), len(folders))
 
 
 def has_class_folders(root: str | Path) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -70,9 +70,9 @@ def map_labels(labels: Sequence[int], source: str, target: str) -> list[int]:
     return mapping[np.asarray(labels, dtype=np.int64)].tolist()
 
 
-@dataclass(frozen=True)
-class LabelLine:
-    """One ``name label`` line of a label file; ``line`` is 1-based, for error messages."""
+class LabelLine(NamedTuple):
+    """One ``name label`` line of a label file; ``line`` is 1-based, for error messages (a tuple: label
+    files have 50,000 lines)."""
 
     name: str
     label: int
@@ -97,7 +97,7 @@ def read_label_file(path: str | Path) -> list[LabelLine]:
         if not line.strip():
             continue
         parts = line.strip().rsplit(None, 1)
-        if len(parts) != 2 or not re.fullmatch(r"\d+", parts[1]):
+        if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
             raise InputError(f"{path}:{number}: expected '<image> <label>' with a non-negative integer "
                              f"label, got {line.strip()!r}")
         entries.append(LabelLine(parts[0], int(parts[1]), number))
