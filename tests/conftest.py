@@ -17,14 +17,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = config.getoption("--slow")
-    import torch
-
-    has_cuda = torch.cuda.is_available()
+    has_cuda = None  # importing torch costs seconds: only when a cuda test is collected
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow test: run with --slow"))
-        if "cuda" in item.keywords and not has_cuda:
-            item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
+        if "cuda" in item.keywords:
+            if has_cuda is None:
+                import torch
+
+                has_cuda = torch.cuda.is_available()
+            if not has_cuda:
+                item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
 
 
 def shared_path(*parts: str) -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import keyword
 import operator
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,12 +40,29 @@ def identifier(name: str, taken: set[str]) -> str:
     return ident
 
 
+@contextlib.contextmanager
+def on_meta(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with every parameter and buffer swapped for a meta tensor of the same shape, for running
+    it without computing anything (cheaper than torch.func.functional_call, whose import costs seconds)."""
+    saved = []
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for key, tensor in store.items():
+                if tensor is not None:
+                    saved.append((store, key, tensor))
+                    store[key] = torch.empty_like(tensor, device="meta")
+    try:
+        yield module
+    finally:
+        for store, key, tensor in saved:
+            store[key] = tensor
+
+
 def _infer_shapes(module: nn.Module, input_shapes: Sequence[Shape]) -> list[Shape]:
     """Output shapes of ``module`` found by running it on meta tensors (no data is computed)."""
-    state = {name: torch.empty_like(t, device="meta")
-             for name, t in [*module.named_parameters(), *module.named_buffers()]}
     inputs = tuple(torch.empty(shape, device="meta") for shape in input_shapes)
-    result = torch.func.functional_call(module, state, inputs)
+    with on_meta(module), torch.no_grad():
+        result = module(*inputs)
     results = result if isinstance(result, tuple) else (result,)
     return [tuple(r.shape) for r in results]
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from caffe2torch.converter.build import on_meta
+
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 TRANSPOSED_CONVOLUTIONS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -48,11 +50,9 @@ def count_macs(model: nn.Module, input_shapes: Sequence[Sequence[int]]) -> int:
     counted = (*CONVOLUTIONS, *TRANSPOSED_CONVOLUTIONS, nn.Linear)
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     try:
-        state = {name: torch.empty_like(tensor, device="meta")
-                 for name, tensor in [*model.named_parameters(), *model.named_buffers()]}
         inputs = tuple(torch.empty((1, *shape[1:]), device="meta") for shape in input_shapes)
-        with torch.no_grad():
-            torch.func.functional_call(model, state, inputs)
+        with on_meta(model), torch.no_grad():
+            model(*inputs)
     finally:
         for handle in handles:
             handle.remove()
