@@ -16,6 +16,7 @@ from caffe2torch.errors import Caffe2TorchError
 
 # command name -> "module:attribute" inside caffe2torch.cli
 COMMANDS = {
+    "demo": "demo:demo",
     "info": "info:info",
     "convert": "convert:convert",
     "zoo": "zoo:zoo",
