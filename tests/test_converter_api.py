@@ -156,3 +156,14 @@ def test_info_cli_reports_totals() -> None:
     assert "conv2_1_3x3" in result.output and "128x4x3x3" in result.output
     data = json.loads(CliRunner().invoke(main, ["info", "se_resnext50", "--json"]).output)
     assert data["layer_types"]["Axpy"] == 16 and data["macs"] == pytest.approx(4.25e9, rel=0.01)
+
+
+def test_deepcopy_keeps_the_caffe_description() -> None:
+    import copy
+
+    net = parse_prototxt(SMALL_NET)
+    model = convert(net, seeded_weights(net))
+    copied = copy.deepcopy(model)
+    assert copied.caffe_names == model.caffe_names and copied.input_shapes == model.input_shapes
+    x = torch.randn(2, 3, 9, 9)
+    assert torch.equal(copied(x), model(x))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import keyword
 import operator
 import re
@@ -18,7 +19,19 @@ from caffe2torch.errors import ConversionError
 
 
 class CaffeNet(fx.GraphModule):
-    """The converted net.  ``caffe_names`` maps each submodule to its Caffe layer name."""
+    """The converted net.  ``caffe_names`` maps each submodule to its Caffe layer name; the other
+    attributes describe the net's inputs, outputs and blobs."""
+
+    CAFFE_ATTRIBUTES = ("caffe_names", "input_names", "input_shapes", "output_shapes", "blob_shapes",
+                        "net_name", "notes")
+
+    def __deepcopy__(self, memo: dict) -> "CaffeNet":
+        # GraphModule's deepcopy rebuilds the module from its graph and forgets other attributes.
+        copied = super().__deepcopy__(memo)
+        for name in self.CAFFE_ATTRIBUTES:
+            if hasattr(self, name):
+                setattr(copied, name, copy.deepcopy(getattr(self, name), memo))
+        return copied
 
 
 def identifier(name: str, taken: set[str]) -> str:
