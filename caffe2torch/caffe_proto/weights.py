@@ -12,9 +12,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -39,6 +37,7 @@ from caffe2torch.caffe_proto.wire import (
     read_field,
     read_varint,
 )
+from caffe2torch.files import atomic_output
 from caffe2torch.errors import CaffeFormatError, InputError
 
 __all__ = ["Weights", "read_weights", "read_blob", "write_caffemodel", "write_hdf5"]
@@ -625,7 +624,7 @@ def write_caffemodel(
     head = caffe_pb2.NetParameter()
     head.CopyFrom(net)
     head.ClearField("layer")
-    with _atomic_output(path, force) as temporary:
+    with atomic_output(path, force=force) as temporary:
         with open(temporary, "wb") as file:
             file.write(head.SerializeToString(deterministic=True))
             for layer in net.layer:
@@ -656,7 +655,7 @@ def write_hdf5(
                 f"{path}: layer name {layer.name!r} contains '/', which Caffe's HDF5 weights "
                 "cannot hold (Caffe's own H5Gcreate of it fails); write a binary caffemodel instead"
             )
-    with _atomic_output(path, force) as temporary:
+    with atomic_output(path, force=force) as temporary:
         with h5py.File(temporary, "w") as file:
             data = file.create_group("data", track_order=True)
             for layer in net.layer:
@@ -722,26 +721,3 @@ def _blob_record(array: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
     data_prefix = encode_len_prefix(_BLOB_DATA, array.nbytes) if array.nbytes else b""
     blob_length = len(data_prefix) + array.nbytes + len(shape_record)
     return encode_len_prefix(_CURRENT_LAYER.blobs, blob_length) + data_prefix, array, shape_record
-
-
-@contextmanager
-def _atomic_output(path: Path, force: bool) -> Iterator[Path]:
-    """A temporary file beside `path`, renamed onto it once fully written (removed on failure)."""
-    if path.exists() and not force:
-        raise InputError(f"{path} exists; pass force=True (--force on the command line) to overwrite it")
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        # 0o666 minus the umask, like any new file (mkstemp would give 0o600).
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from caffe2torch.converter.build import CaffeNet
 from caffe2torch.errors import InputError
+from caffe2torch.files import atomic_output
 
 MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.py", "weights.pt", "meta.json"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -120,24 +120,13 @@ def preprocessing_hints(prototxt_text: str) -> dict[str, Any]:
     return hints
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any] | None = None,
            force: bool = False) -> dict[str, Path]:
     """Write model.py, weights.pt and meta.json into ``directory``; refuses to overwrite without ``force``."""
     directory = Path(directory)
     paths = {name: directory / name for name in (MODEL_FILE, WEIGHTS_FILE, META_FILE)}
     existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not force:
+    if existing and not force:  # checked for all three before writing any
         raise InputError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
     directory.mkdir(parents=True, exist_ok=True)
     code = generate_code(model)
@@ -149,9 +138,12 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any
         **(meta or {}),
     }
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _write_atomic(paths[WEIGHTS_FILE], lambda tmp: torch.save(state, tmp))
-    _write_atomic(paths[MODEL_FILE], lambda tmp: Path(tmp).write_text(code, encoding="utf-8"))
-    _write_atomic(paths[META_FILE], lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+    with atomic_output(paths[WEIGHTS_FILE], force=True) as tmp:
+        torch.save(state, tmp)
+    with atomic_output(paths[MODEL_FILE], force=True) as tmp:
+        tmp.write_text(code, encoding="utf-8")
+    with atomic_output(paths[META_FILE], force=True) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return paths
 
 

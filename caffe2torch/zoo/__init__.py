@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from google.protobuf import text_format
 
 from caffe2torch.caffe_proto import caffe_pb2, read_prototxt
 from caffe2torch.errors import InputError
+from caffe2torch.files import atomic_output
 from caffe2torch.zoo import inception, resnet
 
 __all__ = ["ZooEntry", "MODELS", "get", "identify", "resolve_net", "export_prototxt"]
@@ -124,19 +124,10 @@ def export_prototxt(name: str, path: str | os.PathLike[str], *, force: bool = Fa
     """Write zoo model ``name`` as a text prototxt at ``path`` (atomically; an existing file only if ``force``)."""
     entry = get(name)
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path}: already exists (overwrite with force=True / --force)")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such directory")
     text = f"# {entry.title}, built by caffe2torch from the SENet release's {entry.release_file}\n"
     text += text_format.MessageToString(entry.build())
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except OSError as error:
-        raise InputError(f"{path}: cannot write: {error.strerror or error}") from None
-    finally:
-        temporary.unlink(missing_ok=True)  # gone already once renamed
+    with atomic_output(path, force=force) as temporary:
+        temporary.write_text(text, encoding="utf-8")
     return path
