@@ -45,6 +45,7 @@ from caffe2torch.errors import ConversionError, InputError
 
 # The type name OpenCV sees for the release's Axpy layers; see the module docstring for why.
 AXPY_TYPE = "Caffe2TorchAxpy"
+REFERENCES = ("opencv", "pycaffe")  # the runtimes this module can run a net in
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -91,11 +92,10 @@ def _axpy_registered() -> Iterator[None]:
 
 
 def deploy_net(net: Any, input_shapes: Mapping[str, Sequence[int]] | Sequence[int]) -> tuple[Any, Any]:
-    """The net in the form OpenCV runs, and our graph IR of it.
+    """The net in the form a reference runtime runs, and our graph IR of it.
 
     ``input_shapes``: one shape (for a net with one input) or a shape per input blob.  The result has one
-    ``Input`` layer with those shapes, then the layers of the TEST phase in order, Axpy renamed to
-    :data:`AXPY_TYPE`.
+    ``Input`` layer with those shapes, then the layers of the TEST phase in order, without phase rules.
     """
     from caffe2torch.caffe_proto import caffe_pb2
     from caffe2torch.converter.graph import build_graph
@@ -104,7 +104,12 @@ def deploy_net(net: Any, input_shapes: Mapping[str, Sequence[int]] | Sequence[in
               else tuple(input_shapes))
     graph = build_graph(net, shapes)
     deploy = caffe_pb2.NetParameter(name=net.name)
-    inputs = deploy.layer.add(name="input", type="Input")
+    taken = {layer.name for layer in graph.layers}
+    input_name, suffix = "input", 1
+    while input_name in taken:  # a layer of the net may be called "input" already
+        suffix += 1
+        input_name = f"input_{suffix}"
+    inputs = deploy.layer.add(name=input_name, type="Input")
     for value, shape in graph.inputs:
         inputs.top.append(graph.blob_of[value])
         inputs.input_param.shape.add(dim=shape)
@@ -113,18 +118,17 @@ def deploy_net(net: Any, input_shapes: Mapping[str, Sequence[int]] | Sequence[in
         copy.CopyFrom(layer.message)
         for field in ("include", "exclude", "blobs"):
             copy.ClearField(field)
-        if copy.type == "Axpy":
-            copy.type = AXPY_TYPE
     return deploy, graph
 
 
-def _opencv_outputs(graph: Any, names: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """For each requested layer or blob name: ("layer", OpenCV layer name) or ("input", input blob)."""
+def _targets(graph: Any, names: Sequence[str]) -> dict[str, tuple[str, int] | str]:
+    """For each requested layer or blob name: (the layer that makes it, which of its tops), or the name
+    of the input blob it is.  A layer name means the layer's first top; a blob name, its last value."""
     layers = {layer.name: layer for layer in graph.layers}
     producer: dict[str, tuple[str, int]] = {
         value: (layer.name, index) for layer in graph.layers for index, value in enumerate(layer.tops)}
     inputs = {value for value, _ in graph.inputs}
-    resolved: dict[str, tuple[str, str]] = {}
+    targets: dict[str, tuple[str, int] | str] = {}
     for name in names:
         if name in layers:
             if not layers[name].tops:
@@ -134,15 +138,8 @@ def _opencv_outputs(graph: Any, names: Sequence[str]) -> dict[str, tuple[str, st
             value = graph.final_value[name]
         else:
             raise InputError(f"{name!r} is neither a layer nor a blob of the net")
-        if value in inputs:
-            resolved[name] = ("input", graph.blob_of[value])
-            continue
-        layer_name, index = producer[value]
-        if index != 0:
-            raise InputError(f"blob {name!r} is output {index} of layer {layer_name!r}; OpenCV's dnn can read "
-                             "only a layer's first output reliably")
-        resolved[name] = ("layer", layer_name)
-    return resolved
+        targets[name] = graph.blob_of[value] if value in inputs else producer[value]
+    return targets
 
 
 def _input_arrays(graph: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
@@ -190,17 +187,19 @@ def opencv_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarr
     blob (any batch size).  ``outputs``: layer names (the layer's output) or blob names (the blob's last
     value), as for :func:`caffe2torch.load`.
     """
-    from caffe2torch.converter import resolve_net
     from google.protobuf import text_format
 
     cv2 = _cv2()
-    net = resolve_net(prototxt)
-    shapes = ({name: np.shape(array) for name, array in inputs.items()} if isinstance(inputs, Mapping)
-              else np.shape(inputs))
-    deploy, graph = deploy_net(net, shapes)
-    arrays = _input_arrays(graph, inputs)
-    wanted = _opencv_outputs(graph, outputs)
-    layer_outputs = sorted({target for kind, target in wanted.values() if kind == "layer"})
+    net, deploy, graph, arrays = _prepare(prototxt, inputs)
+    targets = _targets(graph, outputs)
+    for name, target in targets.items():
+        if isinstance(target, tuple) and target[1] != 0:
+            raise InputError(f"{name!r} is output {target[1]} of layer {target[0]!r}; OpenCV's dnn can read "
+                             "only a layer's first output reliably")
+    for layer in deploy.layer:
+        if layer.type == "Axpy":
+            layer.type = AXPY_TYPE
+    layer_outputs = sorted({target[0] for target in targets.values() if isinstance(target, tuple)})
     with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
         prototxt_path = Path(directory) / "deploy.prototxt"
         prototxt_path.write_text(text_format.MessageToString(deploy), encoding="utf-8")
@@ -217,8 +216,76 @@ def opencv_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarr
             except cv2.error as error:
                 raise ConversionError(f"OpenCV's dnn cannot run the net: {_opencv_message(error)}") from None
     by_layer = {name: np.array(result, dtype=np.float32) for name, result in zip(layer_outputs, results)}
-    return {name: (by_layer[target] if kind == "layer" else arrays[target].copy())
-            for name, (kind, target) in wanted.items()}
+    return {name: by_layer[target[0]] if isinstance(target, tuple) else arrays[target].copy()
+            for name, target in targets.items()}
+
+
+def pycaffe_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] | np.ndarray,
+                    outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """The same as :func:`opencv_forward`, computed by Caffe itself through pycaffe (``import caffe``).
+
+    Caffe keeps only the last value of a blob written in place, so the net is run one layer at a time and
+    each requested output is copied as soon as its layer has run.  SENet nets need a Caffe built with the
+    release's Axpy layer.
+    """
+    from google.protobuf import text_format
+
+    caffe = _pycaffe()
+    net, deploy, graph, arrays = _prepare(prototxt, inputs)
+    targets = _targets(graph, outputs)
+    wanted: dict[str, list[tuple[str, int]]] = {}
+    for name, target in targets.items():
+        if isinstance(target, tuple):
+            wanted.setdefault(target[0], []).append((name, target[1]))
+    results = {name: arrays[target].copy() for name, target in targets.items() if isinstance(target, str)}
+    with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
+        prototxt_path = Path(directory) / "deploy.prototxt"
+        prototxt_path.write_text(text_format.MessageToString(deploy), encoding="utf-8")
+        with _binary_caffemodel(net, caffemodel) as model_path:
+            caffe.set_mode_cpu()
+            caffe_net = caffe.Net(str(prototxt_path), model_path, caffe.TEST)
+            for name, array in arrays.items():
+                caffe_net.blobs[name].reshape(*array.shape)
+                caffe_net.blobs[name].data[...] = array
+            caffe_net.reshape()
+            for layer_name in list(caffe_net._layer_names):
+                caffe_net.forward(start=layer_name, end=layer_name)
+                for name, index in wanted.get(layer_name, []):
+                    top = caffe_net.top_names[layer_name][index]
+                    results[name] = np.array(caffe_net.blobs[top].data, dtype=np.float32)
+    return {name: results[name] for name in targets}
+
+
+def runtime(name: str) -> Any:
+    """The forward function of reference runtime ``name`` (one of :data:`REFERENCES`), checked to be
+    installed."""
+    if name == "opencv":
+        _cv2()
+        return opencv_forward
+    if name == "pycaffe":
+        _pycaffe()
+        return pycaffe_forward
+    raise InputError(f"unknown reference runtime {name!r}; choose one of {', '.join(REFERENCES)}")
+
+
+def _pycaffe() -> Any:
+    try:
+        import caffe
+    except ImportError as error:
+        raise InputError(f"the pycaffe reference needs Caffe's Python module, which cannot be imported "
+                         f"({error}); install Caffe with its Python bindings or use --reference opencv") from None
+    return caffe
+
+
+def _prepare(prototxt: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> tuple[Any, Any, Any, dict]:
+    """The net, its deploy form for the inputs' shapes, our graph of it, and the inputs as float32."""
+    from caffe2torch.converter import resolve_net
+
+    net = resolve_net(prototxt)
+    shapes = ({name: np.shape(array) for name, array in inputs.items()} if isinstance(inputs, Mapping)
+              else np.shape(inputs))
+    deploy, graph = deploy_net(net, shapes)
+    return net, deploy, graph, _input_arrays(graph, inputs)
 
 
 def _opencv_message(error: Exception) -> str:
