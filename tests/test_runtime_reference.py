@@ -8,7 +8,7 @@ import pytest
 
 from caffe2torch.caffe_proto import parse_prototxt
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.reference import AXPY_TYPE, opencv_forward
+from caffe2torch.runtime.reference import AXPY_TYPE, _axpy_registered, opencv_forward
 
 cv2 = pytest.importorskip("cv2")
 
@@ -64,14 +64,21 @@ def test_axpy_scales_the_second_bottom_at_any_batch_size() -> None:
 
 
 def test_axpy_layer_is_registered_only_while_the_reference_runs(tmp_path) -> None:
-    opencv_forward(parse_prototxt(AXPY), {}, {name: np.ones((1, 4, 1, 1) if name == "a" else (1, 4, 5, 5),
-                                                             np.float32) for name in "axy"}, ["axpy"])
     prototxt = tmp_path / "renamed.prototxt"
     prototxt.write_text(AXPY.replace('type: "Axpy"', f'type: "{AXPY_TYPE}"'))
-    with pytest.raises(cv2.error):
+    arrays = {name: np.ones((1, 4, 1, 1) if name == "a" else (1, 4, 5, 5), np.float32) for name in "axy"}
+
+    def run_renamed_net() -> np.ndarray:
         net = cv2.dnn.readNetFromCaffe(str(prototxt))
-        net.setInput(np.ones((1, 4, 1, 1), np.float32), "a")
-        net.forward()
+        for name, array in arrays.items():
+            net.setInput(array, name)
+        return net.forward()
+
+    with _axpy_registered():
+        np.testing.assert_array_equal(run_renamed_net(), np.full((1, 4, 5, 5), 2, np.float32))
+    opencv_forward(parse_prototxt(AXPY), {}, arrays, ["axpy"])
+    with pytest.raises(cv2.error):
+        run_renamed_net()
 
 
 def test_training_net_runs_in_its_test_phase_form() -> None:
