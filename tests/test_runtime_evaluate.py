@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.data import LabeledImage
+from caffe2torch.runtime.data import LabeledImage, opencv_threads_stopped
 from caffe2torch.runtime.device import Inference
 from caffe2torch.runtime.evaluate import Distributed, Evaluation, Published, compare, correct_counts, evaluate, \
     select_output, wilson_interval
@@ -135,8 +135,9 @@ def _distributed_worker(rank: int, world_size: int, port: int, images: list[Labe
 def test_two_processes_on_gloo_sum_their_shards(tmp_path: Path) -> None:
     """What torchrun does, in miniature: fork (not spawn, which re-imports torch for seconds) two ranks."""
     images = _images(tmp_path, 7)  # 0, 3, 6 mislabelled; shards of 4 and 3 images
-    torch.multiprocessing.start_processes(_distributed_worker, args=(2, _free_port(), images, str(tmp_path)),
-                                          nprocs=2, start_method="fork")
+    with opencv_threads_stopped():  # see its docstring: forking with OpenCV's pool running can hang
+        torch.multiprocessing.start_processes(_distributed_worker, args=(2, _free_port(), images, str(tmp_path)),
+                                              nprocs=2, start_method="fork")
     results = sorted(Path(tmp_path, f"{rank}.txt").read_text() for rank in range(2))
     assert results == ["0 2 7 4 7", "1 2 7 4 7"]
 

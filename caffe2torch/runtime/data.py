@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -108,24 +109,40 @@ class ImageDataset(Dataset):
         return torch.from_numpy(self.preprocess(item.path)), item.label
 
 
-def _single_threaded_opencv(worker_id: int) -> None:
-    """Each worker decodes one image at a time: OpenCV's own threads would only oversubscribe the cores."""
+@contextlib.contextmanager
+def opencv_threads_stopped(stop: bool = True) -> Iterator[None]:
+    """Run the body with OpenCV's own thread pool shut down (restored after).
+
+    DataLoader workers are forked (on Linux).  A fork copies the parent's OpenCV pool without its
+    threads, and the child then hangs inside OpenCV (seen: ``setNumThreads`` blocking in
+    ``pthread_cond_destroy``).  With the pool stopped in the parent while workers are forked, they start
+    clean and single-threaded, which is what a worker should be anyway: the workers are the parallelism.
+    """
+    if not stop:
+        yield
+        return
     try:
         import cv2
     except ImportError:
+        yield
         return
+    threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    """Batches in dataset order, decoded by ``workers`` processes (0: in this process)."""
+    """Batches in dataset order, decoded by ``workers`` processes (0: in this process).  Iterate it inside
+    :func:`opencv_threads_stopped` when ``workers`` > 0."""
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     if workers < 0:
         raise InputError(f"workers must be 0 or more, not {workers}")
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=pin_memory, worker_init_fn=_single_threaded_opencv if workers else None,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+                      pin_memory=pin_memory, prefetch_factor=4 if workers else None)
 
 
 class Progress:

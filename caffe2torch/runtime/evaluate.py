@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.data import ImageDataset, LabeledImage, Progress, make_loader, shard
+from caffe2torch.runtime.data import ImageDataset, LabeledImage, Progress, make_loader, \
+    opencv_threads_stopped, shard
 from caffe2torch.runtime.device import Inference, infer_batches
 
 FULL_VALIDATION_SET = 50_000
@@ -192,7 +193,8 @@ def evaluate(model: nn.Module, images: Sequence[LabeledImage], preprocess, infer
                          pin_memory=inference.pin_memory)
     counts = torch.zeros(3, dtype=torch.int64, device=inference.device)  # images, top-1, top-5 correct
     # Only rank 0 draws progress, for its own shard (the others advance at the same pace).
-    with Progress(len(mine), enabled=progress and distributed.is_main) as bar:
+    with Progress(len(mine), enabled=progress and distributed.is_main) as bar, \
+            opencv_threads_stopped(workers > 0):
         for outputs, labels in infer_batches(model, loader, inference):
             scores = select_output(outputs, output)
             counts[0] += labels.numel()
