@@ -1,0 +1,41 @@
+"""``caffe2torch predict``: option parsing for :func:`caffe2torch.runtime.predict.predict`."""
+
+from __future__ import annotations
+
+import click
+
+from caffe2torch.runtime import PRECISIONS
+
+
+@click.command()
+@click.argument("prototxt")
+@click.argument("weights", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
+@click.option("--labels", "class_names", type=click.Path(dir_okay=False),
+              help="Class names, one per line ('<wnid> <name>' as in synset_words.txt, or just a name).")
+@click.option("--label-order", help="Class order of --labels (default: synset for a file of sorted wnids, "
+              "else the net's own).")
+@click.option("--model", "model_name", help="Zoo model whose preset and class order apply (default: the zoo "
+              "model the net is recognised as).")
+@click.option("--preset", "preset_name", help="Preprocessing preset (default: the model's).")
+@click.option("--device", help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--output", help="Output blob holding the class scores, when the net has several.")
+def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, class_names: str | None,
+            label_order: str | None, model_name: str | None, preset_name: str | None, device: str | None,
+            precision: str, output: str | None) -> None:
+    """Show the most probable classes of each IMAGE under PROTOTXT with WEIGHTS.
+
+    Probabilities are the net's outputs when its output layer is a Softmax, otherwise a softmax of them.
+    """
+    from caffe2torch.runtime.predict import predict as run_predict
+
+    predictions = run_predict(prototxt, weights, list(images), top=top, class_names=class_names,
+                              names_order=label_order, model_name=model_name, preset_name=preset_name,
+                              device=device, precision=precision, output=output)
+    for prediction in predictions:
+        click.echo(str(prediction.path))
+        for score in prediction.top:
+            name = f"  {score.name}" if score.name is not None else ""
+            click.echo(f"  {score.probability:8.4f}  {score.index:4d}{name}")

@@ -1,0 +1,104 @@
+"""``predict``: the top classes of a few images, with names and probabilities.
+
+Probabilities: when the layer that writes the net's output blob is a ``Softmax`` (the usual deploy
+ending, e.g. ``prob``), its outputs are already probabilities and are shown as they are; otherwise (the
+SENet nets end at the ``fc`` InnerProduct) a softmax over the classes is applied here.  Deciding from the
+net's definition, not from the numbers, means logits that happen to sum to 1 are never mistaken for
+probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from caffe2torch.errors import InputError
+from caffe2torch.runtime.device import Inference, choose_device
+from caffe2torch.runtime.labels import ClassNames, label_map, read_class_names
+from caffe2torch.runtime.session import Session, open_session
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int  # in the order of the net's outputs
+    probability: float
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    top: list[ClassScore]
+
+
+def producer_type(net: Any, blob: str) -> str | None:
+    """The type of the last TEST-phase layer of ``net`` that writes ``blob``."""
+    from caffe2torch.converter.graph import layer_included
+
+    producer = None
+    for layer in net.layer:
+        if blob in layer.top and layer_included(layer):
+            producer = layer.type
+    return producer
+
+
+def output_blob(session: Session) -> str | None:
+    """The Caffe blob whose values ``session.scores`` returns."""
+    if session.output is not None:
+        return session.output
+    names = list(getattr(session.module, "output_shapes", {}))
+    return names[0] if len(names) == 1 else None
+
+
+def outputs_are_probabilities(session: Session) -> bool:
+    blob = output_blob(session)
+    return blob is not None and producer_type(session.net, blob) == "Softmax"
+
+
+def names_in_net_order(names: ClassNames, names_order: str | None, net_order: str | None,
+                       classes: int) -> list[str]:
+    """Class names indexed by the net's outputs.  A file of sorted WordNet ids is in ``synset`` order;
+    otherwise, unless told, it is taken to be in the net's order."""
+    if names_order is None:
+        names_order = "synset" if names.sorted_synsets else net_order
+    if len(names.names) != classes:
+        raise InputError(f"{len(names.names)} class names for a net with {classes} outputs")
+    mapping = None
+    if names_order != net_order:
+        if net_order is None:
+            raise InputError(f"class names in {names_order!r} order, but the order of the net's outputs is "
+                             "unknown: name the model (--model) or a preset with a label order")
+        mapping = label_map(net_order, names_order)
+    if mapping is None:
+        return list(names.names)
+    return [names.names[int(mapping[i])] for i in range(classes)]
+
+
+def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: int = 5,
+            class_names: str | Path | None = None, names_order: str | None = None,
+            model_name: str | None = None, preset_name: str | None = None, device: str | None = None,
+            precision: str = "fp32", output: str | None = None, batch_size: int = 16) -> list[Prediction]:
+    """The ``top`` classes of each image, most probable first."""
+    if top < 1:
+        raise InputError(f"--top must be at least 1, not {top}")
+    if not images:
+        raise InputError("no images given")
+    inference = Inference(choose_device(device), precision)
+    names = read_class_names(class_names) if class_names is not None else None
+    session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
+                           output=output)
+    preprocess = session.preprocessor()
+    chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    scores = torch.cat([session.scores(torch.from_numpy(np.stack([preprocess(path) for path in chunk]))).cpu()
+                        for chunk in chunks])
+    probabilities = scores if outputs_are_probabilities(session) else scores.softmax(dim=1)
+    classes = probabilities.shape[1]
+    labels = names_in_net_order(names, names_order, session.label_order, classes) if names else None
+    values, indices = probabilities.topk(min(top, classes), dim=1)
+    return [Prediction(Path(path), [ClassScore(int(i), float(v), labels[int(i)] if labels else None)
+                                    for v, i in zip(row_values, row_indices)])
+            for path, row_values, row_indices in zip(images, values, indices)]

@@ -1,0 +1,117 @@
+"""A converted net ready to run, with what the runtime must know about it: its zoo entry (published
+result, preset), its preprocessing, the order of its outputs, and the device it runs on.
+
+``verify``, ``predict`` and ``bench`` all start here, so they resolve a model the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from caffe2torch.errors import Caffe2TorchError, InputError
+from caffe2torch.runtime.device import Inference
+from caffe2torch.runtime.evaluate import Published, select_output
+from caffe2torch.runtime.preprocess import Preprocessor
+from caffe2torch.runtime.presets import Preset, get_preset
+
+
+def read_net(prototxt: Any) -> Any:
+    """A NetParameter from a prototxt path, a zoo name, or a NetParameter."""
+    from caffe2torch.converter import resolve_net
+
+    return resolve_net(prototxt)
+
+
+def zoo_entry(net: Any, model_name: str | None) -> tuple[str | None, Any]:
+    """The zoo entry named ``model_name`` (an unknown name is an error), else the one the net is
+    recognised as, else ``(None, None)``."""
+    from caffe2torch import zoo
+
+    if model_name is not None:
+        if model_name not in zoo.MODELS:
+            raise InputError(f"unknown model {model_name!r}; known: {', '.join(sorted(zoo.MODELS))}")
+        return model_name, zoo.get(model_name)
+    name = zoo.identify(net)
+    return (name, zoo.get(name)) if name is not None else (None, None)
+
+
+@dataclass
+class Session:
+    """A converted net on its device.  ``module`` is the converted GraphModule, ``runnable`` the same
+    prepared for ``inference`` (moved, maybe channels-last or compiled)."""
+
+    net: Any
+    module: nn.Module
+    runnable: nn.Module
+    inference: Inference
+    model_name: str | None
+    entry: Any
+    preset: Preset | None
+    output: str | None
+
+    @property
+    def published(self) -> Published | None:
+        if self.entry is None:
+            return None
+        return Published(self.model_name, float(self.entry.top1_error), float(self.entry.top5_error))
+
+    @property
+    def label_order(self) -> str | None:
+        """The order of the net's outputs: the zoo entry's, else the preset's."""
+        order = getattr(self.entry, "label_order", None) if self.entry is not None else None
+        return order or (self.preset.label_order if self.preset is not None else None)
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """The net's declared input shapes (N x C x H x W for images)."""
+        return [tuple(shape) for shape in getattr(self.module, "input_shapes", [])]
+
+    def preprocessor(self) -> Preprocessor:
+        """The preprocessing the preset describes, cropped to the net's declared input size."""
+        if self.preset is None:
+            raise InputError("cannot tell how this net's images were preprocessed: name the model "
+                             "(--model) or a preset (--preset)")
+        shapes = self.input_shapes
+        if len(shapes) > 1:
+            raise InputError(f"the net has {len(shapes)} inputs; image evaluation needs a net with one")
+        if shapes and len(shapes[0]) == 4:
+            return Preprocessor(self.preset, input_size=shapes[0][2:], channels=shapes[0][1])
+        return Preprocessor(self.preset)
+
+    def scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class scores (N x C, float32, on the device) for a batch of preprocessed images."""
+        try:
+            outputs = self.inference(self.runnable, batch)
+        except Caffe2TorchError:
+            raise
+        except RuntimeError as error:  # shapes that do not fit the net: torch's first line says which
+            raise InputError(f"the net cannot run on inputs of shape {list(batch.shape)}: "
+                             f"{str(error).splitlines()[0]}") from None
+        return select_output(outputs, self.output)
+
+
+def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_name: str | None = None,
+                 preset_name: str | None = None, output: str | None = None,
+                 random_init: bool = False) -> Session:
+    """Convert the net, find its zoo entry and preset, and put it on ``inference``'s device.
+
+    An explicit ``preset_name`` wins over the zoo entry's preset; without either the preset is ``None``
+    (fine for ``bench``; ``verify`` and ``predict`` then ask for one).
+    """
+    import caffe2torch
+
+    net = read_net(prototxt)
+    model_name, entry = zoo_entry(net, model_name)
+    if preset_name is None and entry is not None:
+        preset_name = getattr(entry, "preset", None)
+    preset = get_preset(preset_name) if preset_name is not None else None
+    if isinstance(weights, (str, os.PathLike)) and not Path(weights).is_file():
+        raise InputError(f"{weights}: no such weights file")
+    module = caffe2torch.load(net, weights, outputs=[output] if output else None, random_init=random_init)
+    return Session(net, module, inference.prepare(module), inference, model_name, entry, preset, output)

@@ -1,0 +1,161 @@
+"""``verify``: measure a converted net's ImageNet error and decide whether it reproduces the published row.
+
+The model's zoo entry (``model_name``, else the zoo's recognition of the net) gives the published row, the
+preset and the order of the net's outputs.  Without an entry a ``preset_name`` is needed to preprocess,
+and the errors are reported with no comparison (``reproduced`` is ``None``; the command exits 0, since
+there is nothing the measurement could fail).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caffe2torch.errors import InputError
+from caffe2torch.runtime.data import ImageSet, LabeledImage, has_class_folders, images_from_class_folders, \
+    images_from_label_file
+from caffe2torch.runtime.device import Inference, choose_device
+from caffe2torch.runtime.evaluate import Comparison, Distributed, Evaluation, compare, evaluate
+from caffe2torch.runtime.labels import label_map
+from caffe2torch.runtime.session import Session, open_session
+
+
+@dataclass
+class VerifyResult:
+    evaluation: Evaluation
+    comparison: Comparison | None
+    details: dict[str, Any] = field(default_factory=dict)
+    is_main: bool = True
+
+    @property
+    def reproduced(self) -> bool | None:
+        return None if self.comparison is None else self.comparison.reproduced
+
+    @property
+    def exit_code(self) -> int:
+        """0 reproduced (or nothing to compare with), 1 not reproduced."""
+        return 1 if self.reproduced is False else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {**self.details, **self.evaluation.as_dict(), "reproduced": self.reproduced}
+        if self.comparison is not None:
+            published = self.comparison.published
+            result["published"] = {"model": published.model, "top1_error": published.top1_error,
+                                   "top5_error": published.top5_error}
+            result["rule"] = self.comparison.rule
+            result["within"] = self.comparison.within
+        return result
+
+    def report(self) -> str:
+        """A few lines for people."""
+        evaluation = self.evaluation
+        lines = [f"{self.details.get('model') or 'unidentified net'}: {evaluation.images:,} images, "
+                 f"{self.details.get('images_per_second', 0):,.1f} images/s on {self.details.get('device')} "
+                 f"({self.details.get('precision')})"]
+        for k in (1, 5):
+            low, high = evaluation.interval(k)
+            correct = evaluation.top1_correct if k == 1 else evaluation.top5_correct
+            line = (f"  top-{k} error {evaluation.error(k):6.2f}%  ({evaluation.images - correct:,} wrong, "
+                    f"95% interval {low:.2f}-{high:.2f})")
+            if self.comparison is not None:
+                published = getattr(self.comparison.published, f"top{k}_error")
+                line += f"  published {published:.2f}%  difference {evaluation.error(k) - published:+.2f}"
+            lines.append(line)
+        if self.comparison is None:
+            lines.append("no published result to compare with")
+        else:
+            verdict = "REPRODUCED" if self.comparison.reproduced else "NOT REPRODUCED"
+            lines.append(f"{verdict} ({self.comparison.rule})")
+        return "\n".join(lines)
+
+
+def load_image_set(images: str | Path, labels: str | Path | None, limit: int | None) -> ImageSet:
+    """A label file's images under ``images``, or, without a label file, the ``<wnid>/`` class folders."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, not {limit}")
+    if labels is not None:
+        return images_from_label_file(images, labels, limit=limit)
+    if has_class_folders(images):
+        return images_from_class_folders(images, limit=limit)
+    raise InputError(f"{images}: give a label file (--labels), or a folder with one <wnid>/ folder per class")
+
+
+def labels_in_net_order(image_set: ImageSet, source_order: str | None, net_order: str | None,
+                        classes: int) -> list[LabeledImage]:
+    """The images relabelled in the order of the net's outputs, with every label checked to be one."""
+    if image_set.classes is not None and image_set.classes != classes:
+        raise InputError(f"{image_set.source}: {image_set.classes} class folders, but the net has {classes} "
+                         "outputs (every class needs its folder for the labels to be right)")
+    source_order = source_order or image_set.label_order or net_order
+    mapping = None
+    if source_order != net_order:
+        if net_order is None:
+            raise InputError(f"labels in {source_order!r} order, but the order of the net's outputs is "
+                             "unknown: name the model (--model) or a preset with a label order")
+        mapping = label_map(source_order, net_order)
+        if mapping is not None and len(mapping) != classes:
+            raise InputError(f"label order {source_order!r} has {len(mapping)} classes, the net has "
+                             f"{classes} outputs")
+    relabelled = []
+    for image in image_set.images:
+        if not 0 <= image.label < classes:
+            raise InputError(f"{image.origin}: label {image.label} is not one of the net's {classes} "
+                             f"classes (0..{classes - 1})")
+        label = int(mapping[image.label]) if mapping is not None else image.label
+        relabelled.append(LabeledImage(image.path, label, image.origin))
+    return relabelled
+
+
+def count_classes(session: Session, preprocess, sample: LabeledImage) -> int:
+    """The number of the net's outputs, from one real forward pass (which also proves the
+    preprocessing fits the net before thousands of images are read)."""
+    batch = torch.from_numpy(preprocess(sample.path))[None]
+    return int(session.scores(batch).shape[1])
+
+
+def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path | None = None, *,
+           model_name: str | None = None, preset_name: str | None = None, label_order: str | None = None,
+           batch_size: int = 50, device: str | None = None, precision: str = "fp32",
+           limit: int | None = None, workers: int = 4, output: str | None = None,
+           channels_last: bool = False, compile: bool = False, progress: bool = True) -> VerifyResult:
+    """Evaluate the net on the images and compare with its published row (see the module docstring).
+
+    ``label_order`` is the order of the label file's classes; by default the layout's (``synset`` for
+    class folders) or else the net's own.  Bad input raises :class:`InputError` before any image is
+    evaluated.
+    """
+    image_set = load_image_set(images, labels, limit)  # cheap checks first: every listed image exists
+    inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile)
+    distributed = Distributed.from_environment(inference.device)
+    session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
+                           output=output)
+    preprocess = session.preprocessor()
+    classes = count_classes(session, preprocess, image_set.images[0])
+    relabelled = labels_in_net_order(image_set, label_order, session.label_order, classes)
+
+    start = time.perf_counter()
+    evaluation = evaluate(session.runnable, relabelled, preprocess, inference, batch_size=batch_size,
+                          workers=workers, output=output, distributed=distributed, progress=progress)
+    seconds = time.perf_counter() - start
+    published = session.published
+    details = {
+        "model": session.model_name,
+        "prototxt": str(prototxt),
+        "weights": None if weights is None else str(weights),
+        "images_source": image_set.source,
+        "limit": limit,
+        "preset": session.preset.name if session.preset else None,
+        "net_label_order": session.label_order,
+        "labels_label_order": label_order or image_set.label_order or session.label_order,
+        "device": str(inference.device),
+        "precision": precision,
+        "processes": distributed.world_size,
+        "seconds": seconds,
+        "images_per_second": evaluation.images / seconds if seconds > 0 else 0.0,
+    }
+    comparison = compare(evaluation, published) if published is not None else None
+    return VerifyResult(evaluation, comparison, details, is_main=distributed.is_main)
