@@ -42,7 +42,8 @@ TOP1_CORRECT, TOP5_CORRECT = 4, 5  # blue2 is right only at top-5 (class 3 is 4t
 def _weights() -> dict[str, list[np.ndarray]]:
     weight = np.zeros((1000, 3), np.float32)
     weight[[0, 1, 2], [0, 1, 2]] = 1.0
-    bias = np.concatenate([np.zeros(3), -1000.0 - np.arange(3, 1000)]).astype(np.float32)
+    # steps of 16 keep classes 3, 4, 5 apart even in bf16 (8-bit mantissa: spacing 8 near 1000)
+    bias = np.concatenate([np.zeros(3), -1000.0 - 16.0 * np.arange(3, 1000)]).astype(np.float32)
     return {"fc": [weight, bias]}
 
 
@@ -114,6 +115,14 @@ def test_verify_with_decoding_workers_and_limit(case: Path) -> None:
     data = json.loads((case / "d.json").read_text())
     assert code == 0 and (data["images"], data["top1_correct"], data["top5_correct"]) == (4, 3, 4)
     assert data["limit"] == 4
+
+
+def test_verify_in_bf16_channels_last(case: Path, tmp_path: Path) -> None:
+    code, _, _ = verify(case, "--labels", case / "senet.txt", "--preset", "senet", "--precision", "bf16",
+                        "--channels-last", "--json", tmp_path / "bf16.json")
+    data = json.loads((tmp_path / "bf16.json").read_text())
+    assert code == 0 and data["precision"] == "bf16"
+    assert (data["top1_correct"], data["top5_correct"]) == (TOP1_CORRECT, TOP5_CORRECT)
 
 
 @pytest.mark.parametrize("model_option", [True, False], ids=["--model", "identified"])
@@ -201,6 +210,17 @@ def test_predict_names_and_probabilities(case: Path, tmp_path: Path) -> None:
     code, out_prob, _ = run("predict", case / "net_prob.prototxt", case / "net_prob.caffemodel", blue,
                             "--top", 3, "--labels", names, "--preset", "senet", "--device", "cpu")
     assert code == 0 and out_prob == out  # Softmax output used as it is: the same probabilities
+
+
+def test_predict_bad_input_exits_2(case: Path, tmp_path: Path) -> None:
+    blue = case / "images" / "blue1.jpg"
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    code, _, err = run("predict", case / "net.prototxt", case / "net.caffemodel", blue, "--labels",
+                       tmp_path / "three.txt", "--preset", "senet", "--device", "cpu")
+    assert code == 2 and "3 class names for a net with 1000 outputs" in err
+    code, _, err = run("predict", case / "net.prototxt", case / "net.caffemodel", tmp_path / "none.jpg",
+                       "--preset", "senet", "--device", "cpu")
+    assert code == 2 and "none.jpg: no such image file" in err
 
 
 def test_softmax_decision_reads_the_test_phase_net() -> None:

@@ -129,7 +129,8 @@ def _distributed_worker(rank: int, world_size: int, port: int, images: list[Labe
                       workers=0, distributed=distributed, progress=False)
     Path(out, f"{rank}.txt").write_text(f"{distributed.rank} {distributed.world_size} {result.images} "
                                         f"{result.top1_correct} {result.top5_correct}")
-    torch.distributed.destroy_process_group()
+    distributed.close()
+    assert not torch.distributed.is_initialized()
 
 
 def test_two_processes_on_gloo_sum_their_shards(tmp_path: Path) -> None:

@@ -130,10 +130,12 @@ def compare(evaluation: Evaluation, published: Published, full_set: int = FULL_V
 
 @dataclass(frozen=True)
 class Distributed:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not under one)."""
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when not under one).  ``owns_group``:
+    the process group was created here, so :meth:`close` ends it."""
 
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -147,10 +149,17 @@ class Distributed:
             return cls()
         import torch.distributed as dist
 
-        if not dist.is_initialized():
+        owns_group = not dist.is_initialized()
+        if owns_group:
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-        return cls(dist.get_rank(), dist.get_world_size())
+        return cls(dist.get_rank(), dist.get_world_size(), owns_group)
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
     def sum(self, counts: torch.Tensor) -> torch.Tensor:
         """``counts`` summed over all processes (nccl reduces on the GPU, gloo on the host)."""

@@ -130,17 +130,20 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
     """
     image_set = load_image_set(images, labels, limit)  # cheap checks first: every listed image exists
     inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile)
-    distributed = Distributed.from_environment(inference.device)
     session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
                            output=output)
     preprocess = session.preprocessor()
     classes = count_classes(session, preprocess, image_set.images[0])
     relabelled = labels_in_net_order(image_set, label_order, session.label_order, classes)
 
-    start = time.perf_counter()
-    evaluation = evaluate(session.runnable, relabelled, preprocess, inference, batch_size=batch_size,
-                          workers=workers, output=output, distributed=distributed, progress=progress)
-    seconds = time.perf_counter() - start
+    distributed = Distributed.from_environment(inference.device)
+    try:
+        start = time.perf_counter()
+        evaluation = evaluate(session.runnable, relabelled, preprocess, inference, batch_size=batch_size,
+                              workers=workers, output=output, distributed=distributed, progress=progress)
+        seconds = time.perf_counter() - start
+    finally:
+        distributed.close()
     published = session.published
     details = {
         "model": session.model_name,
