@@ -120,8 +120,13 @@ def test_verify_with_decoding_workers_and_limit(case: Path) -> None:
 def test_verify_in_bf16_channels_last(case: Path, tmp_path: Path) -> None:
     code, _, _ = verify(case, "--labels", case / "senet.txt", "--preset", "senet", "--precision", "bf16",
                         "--channels-last", "--json", tmp_path / "bf16.json")
+    # a different resize filter changes nothing on solid colours, but is recorded
+    code_area, _, _ = verify(case, "--labels", case / "senet.txt", "--preset", "senet", "--interpolation", "area",
+                             "--json", tmp_path / "area.json")
+    area = json.loads((tmp_path / "area.json").read_text())
+    assert code_area == 0 and area["interpolation"] == "area" and area["top1_correct"] == TOP1_CORRECT
     data = json.loads((tmp_path / "bf16.json").read_text())
-    assert code == 0 and data["precision"] == "bf16"
+    assert code == 0 and data["precision"] == "bf16" and data["interpolation"] == "linear"
     assert (data["top1_correct"], data["top5_correct"]) == (TOP1_CORRECT, TOP5_CORRECT)
 
 
@@ -232,6 +237,9 @@ def test_softmax_decision_reads_the_test_phase_net() -> None:
     train_only = parse_prototxt(NET + 'layer { name: "s" type: "Softmax" bottom: "fc" top: "fc" '
                                 'include { phase: TRAIN } }\n')
     assert producer_type(train_only, "fc") == "InnerProduct"
+    renamed = parse_prototxt(NET + 'layer { name: "probabilities" type: "Softmax" bottom: "fc" top: "out" }\n')
+    assert producer_type(renamed, "probabilities") == "Softmax" and producer_type(renamed, "out") == "Softmax"
+    assert producer_type(renamed, "nothing") is None
 
 
 @pytest.fixture(scope="module")

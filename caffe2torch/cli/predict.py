@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from caffe2torch.runtime import PRECISIONS
+from caffe2torch.runtime.presets import INTERPOLATIONS
 
 
 @click.command()
@@ -19,12 +20,14 @@ from caffe2torch.runtime import PRECISIONS
 @click.option("--model", "model_name", help="Zoo model whose preset and class order apply (default: the zoo "
               "model the net is recognised as).")
 @click.option("--preset", "preset_name", help="Preprocessing preset (default: the model's).")
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
+              help="Resize filter instead of the preset's (Caffe's is linear: cv::resize INTER_LINEAR).")
 @click.option("--device", help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--output", help="Output blob holding the class scores, when the net has several.")
 def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, class_names: str | None,
-            label_order: str | None, model_name: str | None, preset_name: str | None, device: str | None,
-            precision: str, output: str | None) -> None:
+            label_order: str | None, model_name: str | None, preset_name: str | None,
+            interpolation: str | None, device: str | None, precision: str, output: str | None) -> None:
     """Show the most probable classes of each IMAGE under PROTOTXT with WEIGHTS.
 
     Probabilities are the net's outputs when its output layer is a Softmax, otherwise a softmax of them.
@@ -33,7 +36,7 @@ def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, clas
 
     predictions = run_predict(prototxt, weights, list(images), top=top, class_names=class_names,
                               names_order=label_order, model_name=model_name, preset_name=preset_name,
-                              device=device, precision=precision, output=output)
+                              interpolation=interpolation, device=device, precision=precision, output=output)
     for prediction in predictions:
         click.echo(str(prediction.path))
         for score in prediction.top:

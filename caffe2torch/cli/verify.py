@@ -10,6 +10,7 @@ import click
 
 from caffe2torch.errors import InputError
 from caffe2torch.runtime import PRECISIONS
+from caffe2torch.runtime.presets import INTERPOLATIONS
 
 
 @click.command()
@@ -22,6 +23,8 @@ from caffe2torch.runtime import PRECISIONS
 @click.option("--model", "model_name", help="Zoo model whose published row, preset and class order apply "
               "(default: the zoo model the net is recognised as).")
 @click.option("--preset", "preset_name", help="Preprocessing preset (default: the model's).")
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
+              help="Resize filter instead of the preset's (Caffe's is linear: cv::resize INTER_LINEAR).")
 @click.option("--label-order", help="Class order of the label file: senet or synset (default: the net's own; "
               "synset for class folders).")
 @click.option("--batch-size", default=50, show_default=True, type=click.IntRange(min=1))
@@ -38,8 +41,8 @@ from caffe2torch.runtime import PRECISIONS
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 @click.option("--quiet", is_flag=True, help="No progress line.")
 def verify(prototxt: str, weights: str, images: str, labels: str | None, model_name: str | None,
-           preset_name: str | None, label_order: str | None, batch_size: int, device: str | None,
-           precision: str, limit: int | None, workers: int, output: str | None, channels_last: bool,
+           preset_name: str | None, interpolation: str | None, label_order: str | None, batch_size: int,
+           device: str | None, precision: str, limit: int | None, workers: int, output: str | None, channels_last: bool,
            compile_model: bool, json_path: str | None, force: bool, quiet: bool) -> None:
     """Measure the top-1/top-5 error of PROTOTXT with WEIGHTS and compare it with the published result.
 
@@ -55,9 +58,9 @@ def verify(prototxt: str, weights: str, images: str, labels: str | None, model_n
     from caffe2torch.runtime.verify import verify as run_verify
 
     result = run_verify(prototxt, weights, images, labels, model_name=model_name, preset_name=preset_name,
-                        label_order=label_order, batch_size=batch_size, device=device, precision=precision,
-                        limit=limit, workers=workers, output=output, channels_last=channels_last,
-                        compile=compile_model, progress=not quiet)
+                        interpolation=interpolation, label_order=label_order, batch_size=batch_size,
+                        device=device, precision=precision, limit=limit, workers=workers, output=output,
+                        channels_last=channels_last, compile=compile_model, progress=not quiet)
     if result.is_main:
         click.echo(result.report())
         if json_path is not None:

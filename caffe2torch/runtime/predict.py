@@ -35,15 +35,17 @@ class Prediction:
     top: list[ClassScore]
 
 
-def producer_type(net: Any, blob: str) -> str | None:
-    """The type of the last TEST-phase layer of ``net`` that writes ``blob``."""
+def producer_type(net: Any, output: str) -> str | None:
+    """The type of the TEST-phase layer whose output ``output`` names: the layer of that name, else
+    the last layer writing a blob of that name (the converter resolves ``outputs`` the same way)."""
     from caffe2torch.converter.graph import layer_included
 
-    producer = None
-    for layer in net.layer:
-        if blob in layer.top and layer_included(layer):
-            producer = layer.type
-    return producer
+    layers = [layer for layer in net.layer if layer_included(layer)]
+    named = [layer.type for layer in layers if layer.name == output]
+    if named:
+        return named[0]
+    writers = [layer.type for layer in layers if output in layer.top]
+    return writers[-1] if writers else None
 
 
 def output_blob(session: Session) -> str | None:
@@ -80,7 +82,8 @@ def names_in_net_order(names: ClassNames, names_order: str | None, net_order: st
 
 def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: int = 5,
             class_names: str | Path | None = None, names_order: str | None = None,
-            model_name: str | None = None, preset_name: str | None = None, device: str | None = None,
+            model_name: str | None = None, preset_name: str | None = None, interpolation: str | None = None,
+            device: str | None = None,
             precision: str = "fp32", output: str | None = None, batch_size: int = 16) -> list[Prediction]:
     """The ``top`` classes of each image, most probable first."""
     if top < 1:
@@ -90,7 +93,7 @@ def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: i
     inference = Inference(choose_device(device), precision)
     names = read_class_names(class_names) if class_names is not None else None
     session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
-                           output=output)
+                           interpolation=interpolation, output=output)
     preprocess = session.preprocessor()
     chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
     scores = torch.cat([session.scores(torch.from_numpy(np.stack([preprocess(path) for path in chunk]))).cpu()

@@ -6,6 +6,7 @@ result, preset), its preprocessing, the order of its outputs, and the device it 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,13 @@ class Session:
 
 
 def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_name: str | None = None,
-                 preset_name: str | None = None, output: str | None = None,
+                 preset_name: str | None = None, interpolation: str | None = None, output: str | None = None,
                  random_init: bool = False) -> Session:
     """Convert the net, find its zoo entry and preset, and put it on ``inference``'s device.
 
     An explicit ``preset_name`` wins over the zoo entry's preset; without either the preset is ``None``
-    (fine for ``bench``; ``verify`` and ``predict`` then ask for one).
+    (fine for ``bench``; ``verify`` and ``predict`` then ask for one).  ``interpolation`` replaces the
+    preset's resize filter, for experiments.
     """
     import caffe2torch
 
@@ -111,6 +113,8 @@ def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_nam
     if preset_name is None and entry is not None:
         preset_name = getattr(entry, "preset", None)
     preset = get_preset(preset_name) if preset_name is not None else None
+    if preset is not None and interpolation is not None:
+        preset = dataclasses.replace(preset, interpolation=interpolation)
     if isinstance(weights, (str, os.PathLike)) and not Path(weights).is_file():
         raise InputError(f"{weights}: no such weights file")
     module = caffe2torch.load(net, weights, outputs=[output] if output else None, random_init=random_init)

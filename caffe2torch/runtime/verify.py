@@ -119,7 +119,7 @@ def count_classes(session: Session, preprocess, sample: LabeledImage) -> int:
 
 def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path | None = None, *,
            model_name: str | None = None, preset_name: str | None = None, label_order: str | None = None,
-           batch_size: int = 50, device: str | None = None, precision: str = "fp32",
+           interpolation: str | None = None, batch_size: int = 50, device: str | None = None, precision: str = "fp32",
            limit: int | None = None, workers: int = 4, output: str | None = None,
            channels_last: bool = False, compile: bool = False, progress: bool = True) -> VerifyResult:
     """Evaluate the net on the images and compare with its published row (see the module docstring).
@@ -131,7 +131,7 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
     image_set = load_image_set(images, labels, limit)  # cheap checks first: every listed image exists
     inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile)
     session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
-                           output=output)
+                           interpolation=interpolation, output=output)
     preprocess = session.preprocessor()
     classes = count_classes(session, preprocess, image_set.images[0])
     relabelled = labels_in_net_order(image_set, label_order, session.label_order, classes)
@@ -152,6 +152,7 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
         "images_source": image_set.source,
         "limit": limit,
         "preset": session.preset.name if session.preset else None,
+        "interpolation": session.preset.interpolation if session.preset else None,
         "net_label_order": session.label_order,
         "labels_label_order": label_order or image_set.label_order or session.label_order,
         "device": str(inference.device),
