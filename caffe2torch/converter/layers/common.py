@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from caffe2torch.converter.registry import LayerContext
+
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -23,10 +25,11 @@ def make(cls: type[M], **kwargs: Any) -> M:
     return module
 
 
-def canonical_axis(axis: int, ndim: int, what: str = "axis") -> int:
-    """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end."""
+def canonical_axis(ctx: LayerContext, axis: int, ndim: int, what: str = "axis") -> int:
+    """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end; out of range is the layer's
+    error (a ConversionError naming it)."""
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{what} {axis} is out of range for a {ndim}-D blob")
+        raise ctx.error(f"{what} {axis} is out of range for a {ndim}-D input")
     return axis % ndim
 
 

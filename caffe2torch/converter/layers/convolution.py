@@ -14,7 +14,7 @@ _DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 def _geometry(ctx: LayerContext) -> dict:
     p = ctx.layer.convolution_param
     shape = ctx.input_shapes[0]
-    axis = canonical_axis(p.axis, len(shape))
+    axis = canonical_axis(ctx, p.axis, len(shape))
     if axis != 1:
         raise ctx.error(f"convolution over axis {p.axis} is not supported (only the channel axis 1)")
     spatial = len(shape) - 2

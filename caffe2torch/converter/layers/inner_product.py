@@ -1,11 +1,12 @@
-"""InnerProduct: flatten from ``axis`` and multiply by the [num_output, K] weight (or [K, num_output]
-when ``transpose``)."""
+"""InnerProduct (flatten from ``axis`` and multiply by the [num_output, K] weight, or [K, num_output] when
+``transpose``) and Embed (a lookup of rows of a [input_dim, num_output] weight)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make
@@ -27,13 +28,39 @@ class InnerProduct(nn.Linear):
 def inner_product(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.inner_product_param
     shape = ctx.input_shapes[0]
-    axis = canonical_axis(p.axis, len(shape))
+    axis = canonical_axis(ctx, p.axis, len(shape))
     k = math.prod(shape[axis:])
     module = make(InnerProduct, in_features=k, out_features=p.num_output, bias=p.bias_term, axis=axis)
     if p.transpose:
         module.weight = nn.Parameter(ctx.blob(0, (k, p.num_output)).t().contiguous())
     else:
         module.weight = nn.Parameter(ctx.blob(0, (p.num_output, k)))
+    if p.bias_term:
+        module.bias = nn.Parameter(ctx.blob(1, (p.num_output,), init="zeros"))
+    return module
+
+
+class Embed(nn.Module):
+    """Row ``int(x)`` of the [input_dim, num_output] weight for every element of ``x`` (indices held as floats,
+    truncated toward zero as Caffe's ``static_cast<int>``), plus the bias; the output gains a last axis."""
+
+    def __init__(self, input_dim: int, num_output: int, bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(input_dim, num_output))
+        self.bias = nn.Parameter(torch.empty(num_output)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.embedding(x.long(), self.weight)
+        return y if self.bias is None else y + self.bias
+
+
+@register("Embed")
+def embed(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.embed_param
+    if p.num_output < 1 or p.input_dim < 1:
+        raise ctx.error(f"num_output ({p.num_output}) and input_dim ({p.input_dim}) must be positive")
+    module = make(Embed, input_dim=int(p.input_dim), num_output=int(p.num_output), bias=p.bias_term)
+    module.weight = nn.Parameter(ctx.blob(0, (p.input_dim, p.num_output)))
     if p.bias_term:
         module.bias = nn.Parameter(ctx.blob(1, (p.num_output,), init="zeros"))
     return module

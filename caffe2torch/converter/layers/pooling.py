@@ -1,6 +1,6 @@
-"""Pooling with Caffe's rules: output size rounded up, a last window starting in the padding dropped,
-and average pooling divided by the window clipped to the padded input (not by k*k, nor by the count of
-real pixels)."""
+"""Pooling with Caffe's rules: output size rounded up (unless ``round_mode: FLOOR``), a last window starting
+in the padding dropped, and average pooling divided by the window clipped to the padded input (not by k*k,
+nor by the count of real pixels)."""
 
 from __future__ import annotations
 
@@ -14,26 +14,26 @@ from caffe2torch.converter.layers.common import make, spatial_values
 from caffe2torch.converter.registry import LayerContext, register
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Caffe's PoolingLayer::Reshape for one axis."""
-    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+def pooled_size(size: int, kernel: int, stride: int, pad: int, round_up: bool = True) -> int:
+    """Caffe's PoolingLayer::Reshape for one axis (``round_up``: round_mode CEIL, the default)."""
+    rounding = math.ceil if round_up else math.floor
+    out = int(rounding((size + 2 * pad - kernel) / stride)) + 1
     if pad > 0 and (out - 1) * stride >= size + pad:
         out -= 1  # the last window would start inside the padding
     return out
 
 
-def average_divisors(size: int, kernel: int, stride: int, pad: int) -> list[int]:
+def average_divisors(size: int, kernel: int, stride: int, pad: int, count: int) -> list[int]:
     """Per output position: ``min(start + k, size + pad) - start`` with ``start = i*stride - pad``."""
-    return [min(i * stride - pad + kernel, size + pad) - (i * stride - pad)
-            for i in range(pooled_size(size, kernel, stride, pad))]
+    return [min(i * stride - pad + kernel, size + pad) - (i * stride - pad) for i in range(count)]
 
 
 def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
-                 pad: tuple[int, int]) -> torch.Tensor:
+                 pad: tuple[int, int], round_up: bool = True) -> torch.Tensor:
     """2-D MAX or AVE pooling over the last two axes exactly as Caffe computes it."""
     height, width = x.shape[-2:]
-    out_h = pooled_size(height, kernel[0], stride[0], pad[0])
-    out_w = pooled_size(width, kernel[1], stride[1], pad[1])
+    out_h = pooled_size(height, kernel[0], stride[0], pad[0], round_up)
+    out_w = pooled_size(width, kernel[1], stride[1], pad[1], round_up)
     # Pad so that every window Caffe visits lies inside; windows past height + pad are clipped by Caffe,
     # which the divisor below (AVE) and the -inf fill (MAX) reproduce.
     extra_h = (out_h - 1) * stride[0] + kernel[0] - height - pad[0]
@@ -47,29 +47,30 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: 
         if any(padding):
             x = F.pad(x, padding)
         y = F.avg_pool2d(x, kernel, stride, divisor_override=1)
-        div_h = torch.tensor(average_divisors(height, kernel[0], stride[0], pad[0]), dtype=y.dtype,
+        div_h = torch.tensor(average_divisors(height, kernel[0], stride[0], pad[0], out_h), dtype=y.dtype,
                              device=y.device)
-        div_w = torch.tensor(average_divisors(width, kernel[1], stride[1], pad[1]), dtype=y.dtype,
+        div_w = torch.tensor(average_divisors(width, kernel[1], stride[1], pad[1], out_w), dtype=y.dtype,
                              device=y.device)
         y = y / (div_h[:, None] * div_w[None, :])
     return y[..., :out_h, :out_w]
 
 
 class Pooling(nn.Module):
-    """Caffe's Pooling layer (MAX or AVE; ``global_pooling`` pools the whole map)."""
+    """Caffe's Pooling layer (MAX or AVE; ``global_pooling`` pools the whole map; ``round_up`` false is
+    ``round_mode: FLOOR``)."""
 
     def __init__(self, method: str, kernel: tuple[int, int], stride: tuple[int, int],
-                 pad: tuple[int, int], global_pooling: bool) -> None:
+                 pad: tuple[int, int], global_pooling: bool, round_up: bool) -> None:
         super().__init__()
         self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
-        self.global_pooling = global_pooling
+        self.global_pooling, self.round_up = global_pooling, round_up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_pooling:
             if self.method == "MAX":
                 return x.amax(dim=(-2, -1), keepdim=True)
             return x.sum(dim=(-2, -1), keepdim=True) / (x.shape[-2] * x.shape[-1])
-        return caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad)
+        return caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, self.round_up)
 
 
 @register("Pooling")
@@ -83,7 +84,8 @@ def pooling(ctx: LayerContext) -> nn.Module:
     if p.global_pooling:
         if p.HasField("pad") and p.pad or p.HasField("stride") and p.stride != 1:
             raise ctx.error("global pooling takes no padding and stride 1")
-        return make(Pooling, method=method, kernel=(0, 0), stride=(1, 1), pad=(0, 0), global_pooling=True)
+        return make(Pooling, method=method, kernel=(0, 0), stride=(1, 1), pad=(0, 0), global_pooling=True,
+                    round_up=True)
     kernel = spatial_values([p.kernel_size] if p.HasField("kernel_size") else [], p.kernel_h, p.kernel_w,
                             p.HasField("kernel_h"), 0, 2, "kernel")
     stride = spatial_values([p.stride] if p.HasField("stride") else [], p.stride_h, p.stride_w,
@@ -94,4 +96,6 @@ def pooling(ctx: LayerContext) -> nn.Module:
         raise ctx.error("kernel size must be given and positive")
     if any(pd >= k for pd, k in zip(pad, kernel)):
         raise ctx.error(f"pad {pad} must be smaller than the kernel {kernel}")
-    return make(Pooling, method=method, kernel=kernel, stride=stride, pad=pad, global_pooling=False)
+    round_up = type(p).RoundMode.Name(p.round_mode) == "CEIL"
+    return make(Pooling, method=method, kernel=kernel, stride=stride, pad=pad, global_pooling=False,
+                round_up=round_up)

@@ -46,7 +46,7 @@ def broadcast_shape(ctx: LayerContext, axis: int, num_axes: int) -> tuple[Shape,
     batch axis free (-1) when the operand starts at axis 0, so the net runs at any batch size.
     """
     shape = ctx.input_shapes[0]
-    axis = canonical_axis(axis, len(shape))
+    axis = canonical_axis(ctx, axis, len(shape))
     if len(ctx.input_shapes) > 1:
         operand = ctx.input_shapes[1]
     else:

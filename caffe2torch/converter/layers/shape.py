@@ -1,4 +1,4 @@
-"""Layers that move data without computing: Concat, Split, Flatten, Reshape, Silence."""
+"""Layers that move data without computing: Concat, Slice, Split, Flatten, Reshape, Crop, Tile, Silence."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class Concat(nn.Module):
 def concat(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.concat_param
     ndim = len(ctx.input_shapes[0])
-    axis = canonical_axis(p.concat_dim if p.HasField("concat_dim") else p.axis, ndim)
+    axis = canonical_axis(ctx, p.concat_dim if p.HasField("concat_dim") else p.axis, ndim)
     for shape in ctx.input_shapes[1:]:
         if len(shape) != ndim or any(a != b for i, (a, b) in enumerate(zip(shape, ctx.input_shapes[0]))
                                      if i != axis):
@@ -62,7 +62,8 @@ class Flatten(nn.Module):
 def flatten(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.flatten_param
     ndim = len(ctx.input_shapes[0])
-    return make(Flatten, axis=canonical_axis(p.axis, ndim), end_axis=canonical_axis(p.end_axis, ndim))
+    return make(Flatten, axis=canonical_axis(ctx, p.axis, ndim),
+                end_axis=canonical_axis(ctx, p.end_axis, ndim, "end_axis"))
 
 
 class Reshape(nn.Module):
@@ -97,8 +98,9 @@ def reshape(ctx: LayerContext) -> nn.Module:
     if sum(d == -1 for d in dims) > 1:
         raise ctx.error("at most one dim may be -1")
     for i, d in enumerate(dims):
-        if d == 0 and start + i >= end:
-            raise ctx.error(f"dim {i} is 0 but the input has no axis {start + i} in the reshaped range")
+        # Caffe copies input axis start + i for a 0 even past the replaced range; it only has to exist.
+        if d == 0 and start + i >= ndim:
+            raise ctx.error(f"dim {i} is 0 but the input has no axis {start + i} to copy")
         if d < -1:
             raise ctx.error(f"dim {i} is {d}")
     return make(Reshape, dims=dims, start=start, end=-1 if p.num_axes == -1 else end)
@@ -112,3 +114,106 @@ class Silence(nn.Module):
 @register("Silence")
 def silence(ctx: LayerContext) -> nn.Module:
     return make(Silence)
+
+
+class Slice(nn.Module):
+    """Cuts ``axis`` at ``points`` (into len(points) + 1 tops), or without points into ``count`` equal parts."""
+
+    def __init__(self, axis: int, points: tuple[int, ...], count: int) -> None:
+        super().__init__()
+        self.axis, self.points, self.count = axis, points, count
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        size = x.shape[self.axis]
+        if self.points:
+            bounds = (0, *self.points, size)
+        else:
+            step = size // self.count
+            bounds = tuple(i * step for i in range(self.count + 1))
+        parts = tuple(x.narrow(self.axis, start, end - start) for start, end in zip(bounds, bounds[1:]))
+        return parts[0] if len(parts) == 1 else parts
+
+
+@register("Slice")
+def slice_layer(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.slice_param
+    shape = ctx.input_shapes[0]
+    if p.HasField("axis") and p.HasField("slice_dim"):
+        raise ctx.error("give either axis or the legacy slice_dim, not both")
+    if p.HasField("slice_dim"):  # legacy: no negative indexing
+        if p.slice_dim >= len(shape):
+            raise ctx.error(f"slice_dim {p.slice_dim} is out of range for a {len(shape)}-D input")
+        axis = p.slice_dim
+    else:
+        axis = canonical_axis(ctx, p.axis, len(shape))
+    size, tops = shape[axis], ctx.num_tops
+    points = tuple(int(point) for point in p.slice_point)
+    if points:
+        if len(points) != tops - 1:
+            raise ctx.error(f"{len(points)} slice_point(s) need {len(points) + 1} tops, the layer has {tops}")
+        if any(b <= a for a, b in zip((0, *points), points)) or points[-1] > size:
+            raise ctx.error(f"slice_point {list(points)} must increase strictly from above 0 up to the "
+                            f"size {size} of axis {axis}")
+    elif size % tops:
+        raise ctx.error(f"{tops} tops do not divide axis {axis} of size {size} evenly")
+    return make(Slice, axis=axis, points=points, count=tops)
+
+
+class Crop(nn.Module):
+    """Crops the axes from ``axis`` on to the size of the reference input, starting at ``offsets``."""
+
+    def __init__(self, axis: int, offsets: tuple[int, ...]) -> None:
+        super().__init__()
+        self.axis, self.offsets = axis, offsets
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        for i, offset in enumerate(self.offsets):
+            x = x.narrow(self.axis + i, offset, reference.shape[self.axis + i])
+        return x
+
+
+@register("Crop")
+def crop(ctx: LayerContext) -> nn.Module:
+    if len(ctx.input_shapes) != 2:
+        raise ctx.error(f"needs two bottoms (data, reference for the size), got {len(ctx.input_shapes)}")
+    p = ctx.layer.crop_param
+    shape, reference = ctx.input_shapes
+    axis = canonical_axis(ctx, p.axis, len(shape))
+    cropped = len(shape) - axis
+    if len(p.offset) > 1 and len(p.offset) != cropped:
+        raise ctx.error(f"{len(p.offset)} offsets given for the {cropped} axes from axis {axis}: give one "
+                        f"for all or one per axis")
+    if len(reference) < len(shape):
+        raise ctx.error(f"reference shape {list(reference)} has fewer axes than the input {list(shape)}")
+    if len(p.offset) == 1:
+        offsets = (int(p.offset[0]),) * cropped
+    else:
+        offsets = tuple(int(o) for o in p.offset) or (0,) * cropped
+    for i, offset in enumerate(offsets):
+        if shape[axis + i] - offset < reference[axis + i]:
+            raise ctx.error(f"crop of axis {axis + i} is out of bounds: size {reference[axis + i]} at offset "
+                            f"{offset} in an input of size {shape[axis + i]}")
+    return make(Crop, axis=axis, offsets=offsets)
+
+
+class Tile(nn.Module):
+    """Repeats the block of axes from ``axis`` on ``tiles`` times along ``axis``."""
+
+    def __init__(self, axis: int, tiles: int) -> None:
+        super().__init__()
+        self.axis, self.tiles = axis, tiles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        repeats = [1] * x.dim()
+        repeats[self.axis] = self.tiles
+        return x.repeat(repeats)
+
+
+@register("Tile")
+def tile(ctx: LayerContext) -> nn.Module:
+    p = ctx.layer.tile_param
+    if not p.HasField("tiles"):
+        raise ctx.error("tile_param.tiles must be given")
+    if p.tiles <= 0:
+        raise ctx.error(f"tiles must be positive, got {p.tiles}")
+    return make(Tile, axis=canonical_axis(ctx, p.axis, len(ctx.input_shapes[0])), tiles=int(p.tiles))

@@ -20,4 +20,4 @@ class Softmax(nn.Module):
 
 @register("Softmax")
 def softmax(ctx: LayerContext) -> nn.Module:
-    return make(Softmax, axis=canonical_axis(ctx.layer.softmax_param.axis, len(ctx.input_shapes[0])))
+    return make(Softmax, axis=canonical_axis(ctx, ctx.layer.softmax_param.axis, len(ctx.input_shapes[0])))
