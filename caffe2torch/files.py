@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from caffe2torch.errors import InputError
 
@@ -35,3 +36,13 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[P
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, data: Any, *, force: bool = False) -> Path:
+    """Write ``data`` as indented JSON to ``path``, atomically; an existing ``path`` only with ``force``."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist")
+    with atomic_output(path, force=force) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path

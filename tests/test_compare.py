@@ -18,7 +18,7 @@ from caffe2torch.converter import registry
 from caffe2torch.converter.layers.eltwise import Axpy
 from caffe2torch.runtime.compare import compare, difference
 from tests.conftest import shared_path
-from tests.golden import seeded_weights, smooth_images
+from caffe2torch.testing import seeded_weights, smooth_images
 
 pytest.importorskip("cv2")
 

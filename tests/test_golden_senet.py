@@ -22,7 +22,7 @@ from caffe2torch.caffe_proto import read_prototxt, write_caffemodel
 from caffe2torch.converter.layers.batch_norm import BatchNorm
 from caffe2torch.runtime.reference import opencv_forward
 from tests.conftest import shared_path
-from tests.golden import max_abs_diff, seeded_weights, smooth_images
+from caffe2torch.testing import max_abs_diff, seeded_weights, smooth_images
 
 # The first SE block's global pool and gate, and the first gate of the next stage.  Blobs deep in the
 # 150-layer nets carry up to 3e-4 of float32 rounding on both sides (each side differs from a float64

@@ -32,7 +32,7 @@ def bench(prototxt: str, weights: str | None, batch_size: int, device: str | Non
         raise InputError(f"{json_path}: already exists (use --force to overwrite)")
     from caffe2torch.runtime.bench import bench as run_bench
     from caffe2torch.runtime.device import Inference, choose_device
-    from caffe2torch.runtime.files import write_json
+    from caffe2torch.files import write_json
     from caffe2torch.runtime.session import open_session
 
     inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile_model)

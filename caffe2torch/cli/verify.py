@@ -54,7 +54,7 @@ def verify(prototxt: str, weights: str, images: str, labels: str | None, model_n
     """
     if json_path is not None and Path(json_path).exists() and not force:
         raise InputError(f"{json_path}: already exists (use --force to overwrite)")
-    from caffe2torch.runtime.files import write_json
+    from caffe2torch.files import write_json
     from caffe2torch.runtime.verify import verify as run_verify
 
     result = run_verify(prototxt, weights, images, labels, model_name=model_name, preset_name=preset_name,

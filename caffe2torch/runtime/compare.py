@@ -181,7 +181,7 @@ def _random_picture(rng: np.random.Generator, height: int, width: int, channels:
 
 def write_report(comparison: Comparison, path: str | Path, *, force: bool = False) -> Path:
     """Write the comparison as JSON (atomically; an existing file only with ``force``)."""
-    from caffe2torch.runtime.files import write_json
+    from caffe2torch.files import write_json
 
     return write_json(path, comparison.to_json(), force=force)
 
