@@ -40,27 +40,26 @@ def _geometry(ctx: LayerContext) -> dict:
                 dilation=dilation, groups=p.group, num_output=p.num_output, bias=p.bias_term)
 
 
-@register("Convolution")
-def convolution(ctx: LayerContext) -> nn.Module:
-    """Caffe's convolution rounds its output size down, like torch; ``bias_term`` defaults to true."""
+def _convolution(ctx: LayerContext, classes: dict, transposed: bool) -> nn.Module:
     g = _geometry(ctx)
-    module = make(_CONV[g["spatial"]], in_channels=g["channels"], out_channels=g["num_output"],
+    module = make(classes[g["spatial"]], in_channels=g["channels"], out_channels=g["num_output"],
                   kernel_size=g["kernel"], stride=g["stride"], padding=g["padding"],
                   dilation=g["dilation"], groups=g["groups"], bias=g["bias"])
-    module.weight = nn.Parameter(ctx.blob(0, (g["num_output"], g["channels"] // g["groups"], *g["kernel"])))
+    # weight: (outputs, inputs / group, kernel...); transposed: (inputs, outputs / group, kernel...)
+    leading, grouped = (g["channels"], g["num_output"]) if transposed else (g["num_output"], g["channels"])
+    module.weight = nn.Parameter(ctx.blob(0, (leading, grouped // g["groups"], *g["kernel"])))
     if g["bias"]:
         module.bias = nn.Parameter(ctx.blob(1, (g["num_output"],), init="zeros"))
     return module
+
+
+@register("Convolution")
+def convolution(ctx: LayerContext) -> nn.Module:
+    """Caffe's convolution rounds its output size down, like torch; ``bias_term`` defaults to true."""
+    return _convolution(ctx, _CONV, transposed=False)
 
 
 @register("Deconvolution")
 def deconvolution(ctx: LayerContext) -> nn.Module:
     """Caffe stores deconvolution weights as (input channels, outputs / group, kernel...), as torch does."""
-    g = _geometry(ctx)
-    module = make(_DECONV[g["spatial"]], in_channels=g["channels"], out_channels=g["num_output"],
-                  kernel_size=g["kernel"], stride=g["stride"], padding=g["padding"],
-                  dilation=g["dilation"], groups=g["groups"], bias=g["bias"])
-    module.weight = nn.Parameter(ctx.blob(0, (g["channels"], g["num_output"] // g["groups"], *g["kernel"])))
-    if g["bias"]:
-        module.bias = nn.Parameter(ctx.blob(1, (g["num_output"],), init="zeros"))
-    return module
+    return _convolution(ctx, _DECONV, transposed=True)
