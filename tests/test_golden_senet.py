@@ -20,9 +20,10 @@ import torch
 import caffe2torch
 from caffe2torch.caffe_proto import read_prototxt, write_caffemodel
 from caffe2torch.converter.layers.batch_norm import BatchNorm
+from caffe2torch.runtime.device import Inference
 from caffe2torch.runtime.reference import opencv_forward
-from tests.conftest import shared_path
 from caffe2torch.testing import max_abs_diff, seeded_weights, smooth_images
+from tests.conftest import shared_path
 
 # The first SE block's global pool and gate, and the first gate of the next stage.  Blobs deep in the
 # 150-layer nets carry up to 3e-4 of float32 rounding on both sides (each side differs from a float64
@@ -113,6 +114,30 @@ def test_intermediate_blobs_match_opencv(golden_run, spec: GoldenNet) -> None:
     run = golden_run(spec)
     diffs = {name: max_abs_diff(run.ours, run.reference, name) for name in spec.intermediate}
     assert max(diffs.values()) <= INTERMEDIATE_TOLERANCE, diffs
+
+
+def _run_on_cuda(run: GoldenRun, precision: str) -> dict[str, np.ndarray]:
+    inference = Inference(torch.device("cuda"), precision=precision)
+    model = inference.prepare(caffe2torch.load(run.prototxt, run.caffemodel, outputs=run.names[:2],
+                                               input_shape=run.inputs.shape))
+    return {name: value.cpu().numpy() for name, value in inference(model, torch.from_numpy(run.inputs)).items()}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("spec", GOLDEN_NETS)
+def test_logits_match_opencv_on_cuda_fp32(golden_run, spec: GoldenNet) -> None:
+    """On the GPU with TF32 off, fp32 is as exact as on the CPU."""
+    run = golden_run(spec)
+    assert max_abs_diff(_run_on_cuda(run, "fp32"), run.reference, run.names[0]) <= spec.logits_tolerance
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("spec", GOLDEN_NETS)
+def test_bf16_on_cuda_keeps_the_top_class(golden_run, spec: GoldenNet) -> None:
+    run = golden_run(spec)
+    prob = run.names[1]
+    ours = _run_on_cuda(run, "bf16")
+    np.testing.assert_array_equal(ours[prob].argmax(axis=1), run.reference[prob].argmax(axis=1))
 
 
 SE_RESNET_50 = NETS[1]
