@@ -167,3 +167,27 @@ def test_deepcopy_keeps_the_caffe_description() -> None:
     assert copied.caffe_names == model.caffe_names and copied.input_shapes == model.input_shapes
     x = torch.randn(2, 3, 9, 9)
     assert torch.equal(copied(x), model(x))
+
+
+@pytest.mark.slow
+def test_convert_se_resnext50_with_weights_runs_bit_for_bit_in_a_fresh_process(tmp_path) -> None:
+    from caffe2torch import zoo
+    from caffe2torch.caffe_proto import write_caffemodel
+    from caffe2torch.testing import seeded_weights, smooth_images
+
+    net = zoo.get("se_resnext50").build()
+    caffemodel = tmp_path / "se_resnext50.caffemodel"
+    write_caffemodel(net, seeded_weights(net, smooth_images(1, seed=1)), caffemodel)
+    out = tmp_path / "converted"
+    result = CliRunner().invoke(main, ["convert", "se_resnext50", "--weights", str(caffemodel), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "deterministic random" not in result.output
+    x = torch.from_numpy(smooth_images(2, seed=2))
+    torch.save(x, tmp_path / "x.pt")
+    script = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import model; net = model.load(); "
+              "x = torch.load(sys.argv[2], weights_only=True); torch.save(net(x), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                   check=True, cwd=tmp_path)
+    with torch.no_grad():
+        expected = caffe2torch.load("se_resnext50", caffemodel)(x)
+    assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), expected)
