@@ -191,3 +191,27 @@ def test_convert_se_resnext50_with_weights_runs_bit_for_bit_in_a_fresh_process(t
     with torch.no_grad():
         expected = caffe2torch.load("se_resnext50", caffemodel)(x)
     assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), expected)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
+    from caffe2torch.caffe_proto import write_caffemodel
+
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text(SMALL_NET.replace("num_output: 5 }", "num_output: 5"))
+    net = parse_prototxt(SMALL_NET)
+    caffemodel = tmp_path / "small.caffemodel"
+    write_caffemodel(net, seeded_weights(net), caffemodel)
+    truncated = tmp_path / "truncated.caffemodel"
+    truncated.write_bytes(caffemodel.read_bytes()[: caffemodel.stat().st_size // 2])
+    good = tmp_path / "small.prototxt"
+    good.write_text(SMALL_NET)
+    cases = {
+        (str(broken),): f"{broken}:",
+        (str(good), "--weights", str(truncated)): str(truncated),
+        (str(tmp_path / "missing.prototxt"),): "missing.prototxt",
+    }
+    for args, expected in cases.items():
+        result = CliRunner().invoke(main, ["info", *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
