@@ -527,3 +527,18 @@ def test_blob_beyond_4_gib_in_a_sparse_file(tmp_path: Path) -> None:
     (blob,) = weights["big"]
     assert blob.shape == (count,)
     assert blob[0] == 0.0 and blob[-2] == 1.5 and blob[-1] == -2.5
+
+
+def test_fields_of_a_caffe_fork_are_reported_not_fatal() -> None:
+    """open_nsfw was written by CaffeOnSpark, whose data layer carries fields BVLC's schema lacks."""
+    import warnings
+
+    from caffe2torch.caffe_proto import CaffeFormatWarning
+
+    path = shared_path("realmodels", "open_nsfw", "resnet_50_1by2_nsfw.caffemodel")
+    with pytest.warns(CaffeFormatWarning, match=r"layer 'data'.*LayerParameter\.10001"):
+        weights = read_weights(path)
+    assert len(weights) == 160
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_weights(shared_path("realmodels", "lenet", "lenet_iter_10000.caffemodel"))

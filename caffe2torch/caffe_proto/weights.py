@@ -12,16 +12,18 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from caffe2torch.caffe_proto import caffe_pb2
-from caffe2torch.caffe_proto.upgrade import upgrade_net
+from caffe2torch.caffe_proto.upgrade import CaffeFormatWarning, upgrade_net
 from caffe2torch.caffe_proto.wire import (
     I32,
     I64,
@@ -336,6 +338,7 @@ class _CaffemodelReader:
             net = caffe_pb2.NetParameter.FromString(b"".join(net_pieces))
         except DecodeError:
             raise self._locate_decode_error(layers) from None
+        _warn_unknown_fields(net, str(self.path))
         return upgrade_net(net, source=str(self.path))
 
     def _locate_decode_error(self, layers: list[_ScannedLayer]) -> CaffeFormatError:
@@ -347,6 +350,27 @@ class _CaffemodelReader:
             except DecodeError as error:
                 return self._error(f"corrupt layer parameters: {error}", layer.start, layer)
         return CaffeFormatError(f"{self.path}: corrupt net parameters outside the layers")
+
+
+def _unknown_field_paths(message: Message) -> list[str]:
+    """``Message.field`` numbers that ``message`` or its sub-messages hold but our schema does not know."""
+    found = [f"{message.DESCRIPTOR.name}.{field.field_number}" for field in UnknownFieldSet(message)]
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        for item in value if descriptor.is_repeated else [value]:
+            found += _unknown_field_paths(item)
+    return found
+
+
+def _warn_unknown_fields(net: caffe_pb2.NetParameter, source: str) -> None:
+    """Fields that a fork of Caffe added do not stop reading; say which layer had them."""
+    for layer in [*net.layer, *net.layers]:
+        unknown = _unknown_field_paths(layer)
+        if unknown:
+            warnings.warn(f"{source}: layer {layer.name!r}: fields unknown to caffe2torch's schema ignored "
+                          f"(a Caffe fork's?): {', '.join(sorted(set(unknown)))}", CaffeFormatWarning,
+                          stacklevel=3)
 
 
 def _try_varint(buf, pos: int, end: int) -> tuple[int | None, int]:
