@@ -1,9 +1,16 @@
 """caffe2torch: read Caffe models, convert them to PyTorch, and verify that nothing changed on the way."""
 
-from caffe2torch.errors import Caffe2TorchError, CaffeFormatError, ConversionError, InputError
+from caffe2torch.errors import (
+    Caffe2TorchError,
+    CaffeFormatError,
+    ConversionError,
+    InputError,
+    ResourceLimitError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["load", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError", "InputError"]
+__all__ = ["load", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError", "InputError",
+           "ResourceLimitError"]
 
 
 def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=False):

@@ -15,3 +15,7 @@ class ConversionError(Caffe2TorchError):
 
 class InputError(Caffe2TorchError):
     """Images, labels or options given to the runtime are unusable."""
+
+
+class ResourceLimitError(Caffe2TorchError):
+    """A model file asks for more memory than the configured limit (see caffe2torch.limits)."""
