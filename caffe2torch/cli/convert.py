@@ -12,9 +12,10 @@ from caffe2torch.cli.options import parse_shape
 @click.command()
 @click.argument("prototxt")
 @click.option("--weights", "-w", type=click.Path(dir_okay=False), help="The .caffemodel or .caffemodel.h5.")
-@click.option("--output", "-o", type=click.Path(file_okay=False), help="Directory to write (default: NAME-torch).")
+@click.option("--output", "-o", help="Directory to write: new, empty, or (with --force) a previous output "
+              "(default: NAME-torch).")
 @click.option("--input-shape", callback=parse_shape, help="Input shape such as 1,3,224,224 (overrides the net's).")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--force", is_flag=True, help="Replace the previous output in the directory.")
 def convert(prototxt: str, weights: str | None, output: str | None, input_shape: tuple[int, ...] | None,
             force: bool) -> None:
     """Convert PROTOTXT (a file or a zoo name such as se_resnext50) to standalone PyTorch files.
@@ -25,7 +26,7 @@ def convert(prototxt: str, weights: str | None, output: str | None, input_shape:
     """
     from caffe2torch.converter.export import export_net
 
-    directory = Path(output or f"{Path(prototxt).stem}-torch")
+    directory = output if output is not None else f"{Path(prototxt).stem}-torch"  # export refuses ''
     result = export_net(prototxt, weights, directory, force=force, input_shape=input_shape)
     model, meta = result["model"], result["meta"]
     click.echo(f"converted {model.net_name or prototxt!r}: {len(model.caffe_names)} layers, "

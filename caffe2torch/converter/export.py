@@ -17,7 +17,7 @@ from torch import nn
 
 from caffe2torch.converter.build import CaffeNet
 from caffe2torch.errors import InputError
-from caffe2torch.files import atomic_output
+from caffe2torch.files import check_output_directory, write_file_set
 
 MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.py", "weights.pt", "meta.json"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -120,15 +120,17 @@ def preprocessing_hints(prototxt_text: str) -> dict[str, Any]:
     return hints
 
 
+# What a previous export may have left in its directory, which force=True replaces: its files, and the
+# __pycache__ that importing model.py from there creates.
+_PREVIOUS_OUTPUT = (MODEL_FILE, WEIGHTS_FILE, META_FILE, "__pycache__")
+
+
 def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any] | None = None,
            force: bool = False) -> dict[str, Path]:
-    """Write model.py, weights.pt and meta.json into ``directory``; refuses to overwrite without ``force``."""
-    directory = Path(directory)
-    paths = {name: directory / name for name in (MODEL_FILE, WEIGHTS_FILE, META_FILE)}
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not force:  # checked for all three before writing any
-        raise InputError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write model.py, weights.pt and meta.json into ``directory`` as one set, so that an interrupted export
+    never leaves a partial or mixed set.  ``directory`` must be new or empty; ``force`` replaces a previous
+    export, never a directory holding other files (see caffe2torch.files.write_file_set)."""
+    check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before the work of writing
     code = generate_code(model)
     info = {
         "net": model.net_name,
@@ -138,13 +140,12 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any
         **(meta or {}),
     }
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_output(paths[WEIGHTS_FILE], force=True) as tmp:
-        torch.save(state, tmp)
-    with atomic_output(paths[MODEL_FILE], force=True) as tmp:
-        tmp.write_text(code, encoding="utf-8")
-    with atomic_output(paths[META_FILE], force=True) as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return paths
+    writers = {
+        MODEL_FILE: lambda path: path.write_text(code, encoding="utf-8"),
+        WEIGHTS_FILE: lambda path: torch.save(state, path),
+        META_FILE: lambda path: path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"),
+    }
+    return write_file_set(directory, writers, force=force, replaceable=_PREVIOUS_OUTPUT)
 
 
 def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: bool = False,
@@ -152,6 +153,7 @@ def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: 
     """Convert a prototxt / zoo name (+ weights) and export it; returns a summary for the CLI to print."""
     from caffe2torch.converter import resolve_weights, convert, resolve_net
 
+    check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before a conversion that takes seconds
     net = resolve_net(spec)
     weights_map = resolve_weights(weights)
     model = convert(net, weights_map, input_shape=input_shape, random_init=weights_map is None)
