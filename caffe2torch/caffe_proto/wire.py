@@ -120,15 +120,32 @@ def read_field(buf, pos: int, end: int) -> Field:
 
 
 def _skip_group(buf, pos: int, end: int, number: int) -> tuple[int, int]:
-    """Skip a (deprecated) group's fields, nested groups included; returns (its end-group tag, after it)."""
+    """Skip a (deprecated) group's fields, nested groups included; returns (its end-group tag, after it).
+
+    Iterative, with the open groups on a stack: a file nesting groups thousands deep costs time
+    linear in its size, never Python's recursion limit.
+    """
+    open_groups = [number]
     while pos < end:
         key, after_key = read_varint(buf, pos, end)
-        if key & 7 == EGROUP:
-            if key >> 3 != number:
-                raise WireError(f"end-group for field {key >> 3} closes a group of field {number}", pos)
-            return pos, after_key
-        pos = read_field(buf, pos, end).end
-    raise WireError(f"group of field {number} has no end-group", pos)
+        inner_number, wire_type = key >> 3, key & 7
+        if wire_type == SGROUP:
+            if inner_number == 0:
+                raise WireError("field number 0 is invalid", pos)
+            open_groups.append(inner_number)
+            pos = after_key
+        elif wire_type == EGROUP:
+            if inner_number != open_groups[-1]:
+                raise WireError(
+                    f"end-group for field {inner_number} closes a group of field {open_groups[-1]}", pos
+                )
+            open_groups.pop()
+            if not open_groups:
+                return pos, after_key
+            pos = after_key
+        else:
+            pos = read_field(buf, pos, end).end  # not a group: read_field does not come back here
+    raise WireError(f"group of field {open_groups[-1]} has no end-group", pos)
 
 
 def iter_fields(buf, start: int, end: int) -> Iterator[Field]:
