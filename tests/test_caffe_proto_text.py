@@ -468,10 +468,10 @@ layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
         net = read_prototxt(path)
     messages = [str(warning.message) for warning in caught]
     assert messages == [
-        f'{path}:5:52: layer "conv": unknown field "fork_option" in ConvolutionParameter dropped '
-        "(not in Caffe's schema)",
-        f'{path}:6:3: layer "conv": unknown field "fork_block" in LayerParameter dropped '
-        "(not in Caffe's schema)",
+        f'{path}:5:52: unknown field "fork_option" in ConvolutionParameter of Convolution layer \'conv\' '
+        "ignored (not in caffe2torch's schema: a Caffe fork's?)",
+        f'{path}:6:3: unknown field "fork_block" in LayerParameter of Convolution layer \'conv\' '
+        "ignored (not in caffe2torch's schema: a Caffe fork's?)",
     ]
     assert [layer.name for layer in net.layer] == ["conv", "relu"]
     assert net.layer[0].convolution_param.num_output == 8
@@ -483,11 +483,11 @@ def test_unknown_field_in_unnamed_v1_layer_and_at_net_level(tmp_path: Path) -> N
         read_prototxt(path)
     messages = [str(warning.message) for warning in caught]
     assert messages[0].startswith(f'{path}:1:1: unknown net field "fork_version"')
-    assert messages[1].startswith(f'{path}:2:21: layer #0 (unnamed): unknown field "extra" in V1LayerParameter')
+    assert messages[1].startswith(f'{path}:2:21: unknown field "extra" in V1LayerParameter of ReLU layer (unnamed) ')
 
 
 def test_unknown_field_inside_a_list_of_layers_names_its_own_layer() -> None:
-    with pytest.warns(CaffeFormatWarning, match=r'layer "second": unknown field "fork"'):
+    with pytest.warns(CaffeFormatWarning, match=r'unknown field "fork" in LayerParameter of ReLU layer \'second\' '):
         parse_prototxt('layer: [{ name: "first" type: "ReLU" }, { name: "second" type: "ReLU" fork: 1 }]')
 
 

@@ -536,8 +536,14 @@ def test_fields_of_a_caffe_fork_are_reported_not_fatal() -> None:
     from caffe2torch.caffe_proto import CaffeFormatWarning
 
     path = shared_path("realmodels", "open_nsfw", "resnet_50_1by2_nsfw.caffemodel")
-    with pytest.warns(CaffeFormatWarning, match=r"layer 'data'.*LayerParameter\.10001"):
+    with pytest.warns(CaffeFormatWarning) as caught:
         weights = read_weights(path)
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: unknown field 10001 in LayerParameter of MemoryData layer 'data' ignored "
+        "(not in caffe2torch's schema: a Caffe fork's?)",
+        f"{path}: unknown fields 10000, 10001 in MemoryDataParameter of MemoryData layer 'data' ignored "
+        "(not in caffe2torch's schema: a Caffe fork's?)",
+    ]
     assert len(weights) == 160
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -7,14 +7,18 @@ allocation sized by the file and never checked).
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from caffe2torch.caffe_proto import CaffeFormatWarning, read_prototxt
 from caffe2torch.caffe_proto.weights import read_blob, read_weights
-from caffe2torch.caffe_proto.wire import EGROUP, SGROUP, encode_key, encode_len_prefix, read_field
-from caffe2torch.errors import CaffeFormatError
+from caffe2torch.caffe_proto.wire import EGROUP, SGROUP, encode_key, encode_len_prefix, encode_varint, read_field
+from caffe2torch.errors import CaffeFormatError, ResourceLimitError
+from caffe2torch.limits import memory_budget
 
 
 def len_field(number: int, payload: bytes) -> bytes:
@@ -52,3 +56,187 @@ def test_unclosed_nested_groups_in_a_blob_are_a_clean_error(tmp_path: Path) -> N
     path = write(tmp_path / "mean.binaryproto", encode_key(99, SGROUP) * 100_000)
     with pytest.raises(CaffeFormatError, match="has no end-group"):
         read_blob(path)
+
+
+# --- 2. strings that are not UTF-8 -----------------------------------------------------------------
+
+BAD_UTF8 = b"\xff\xfebad"
+
+
+@pytest.mark.parametrize(
+    ("layer", "field"),
+    [
+        (len_field(1, BAD_UTF8) + len_field(2, b"ReLU"), "name"),
+        (len_field(1, b"r") + len_field(2, BAD_UTF8), "type"),
+        (len_field(1, b"r") + len_field(3, BAD_UTF8), "bottom"),
+        (len_field(1, b"r") + len_field(4, BAD_UTF8), "top"),
+        (len_field(1, b"d") + len_field(107, len_field(1, BAD_UTF8)), "data_param.source"),
+    ],
+    ids=["name", "type", "bottom", "top", "nested"],
+)
+def test_current_layer_string_not_utf8_names_layer_field_and_offset(tmp_path: Path, layer: bytes, field: str) -> None:
+    data = len_field(100, len_field(1, b"fine") + len_field(2, b"ReLU")) + len_field(100, layer)
+    path = write(tmp_path / "m.caffemodel", data)
+    with pytest.raises(CaffeFormatError) as raised:
+        read_weights(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: layer ")
+    assert "#1" in message and f"string field {field} is not valid UTF-8" in message
+    assert message.endswith(f"(byte offset {data.index(BAD_UTF8)})")
+
+
+@pytest.mark.parametrize("field_number", [1, 2], ids=["v0_name", "v0_type"])
+def test_v0_layer_name_or_type_not_utf8(tmp_path: Path, field_number: int) -> None:
+    v0_fields = {1: b"conv1", 2: b"conv"}
+    v0_fields[field_number] = BAD_UTF8
+    v0_layer = len_field(1, v0_fields[1]) + len_field(2, v0_fields[2])
+    data = len_field(2, len_field(1, v0_layer) + len_field(2, b"data"))  # V1 `layers` wrapping a V0 `layer`
+    path = write(tmp_path / "m.caffemodel", data)
+    name = {1: "name", 2: "type"}[field_number]
+    with pytest.raises(CaffeFormatError, match=rf"#0\)?: string field {name} is not valid UTF-8 .*"
+                       rf"\(byte offset {data.index(BAD_UTF8)}\)$"):
+        read_weights(path)
+
+
+def test_v1_layer_name_and_net_name_not_utf8(tmp_path: Path) -> None:
+    v1 = write(tmp_path / "v1.caffemodel", len_field(2, len_field(4, BAD_UTF8) + len_field(2, b"x")))
+    with pytest.raises(CaffeFormatError, match=r"layer #0: string field name is not valid UTF-8"):
+        read_weights(v1)
+    net = write(tmp_path / "net.caffemodel", len_field(1, BAD_UTF8) + len_field(100, len_field(1, b"r")))
+    with pytest.raises(CaffeFormatError, match=r"net parameters: string field name is not valid UTF-8 .*offset 2\)$"):
+        read_weights(net)
+
+
+# --- 3. blob shapes Caffe's Blob::Reshape refuses ---------------------------------------------------
+
+
+def packed_dims(*dims: int) -> bytes:
+    return len_field(7, len_field(1, b"".join(encode_varint(dim) for dim in dims)))
+
+
+def floats(count: int) -> bytes:
+    return len_field(5, np.arange(count, dtype="<f4").tobytes())
+
+
+def model_with_blob(blob: bytes) -> bytes:
+    """A net of one Parameter layer 'p' holding a second blob ``blob`` (the first is fine)."""
+    fine = packed_dims(2) + floats(2)
+    return len_field(100, len_field(1, b"p") + len_field(2, b"Parameter") + len_field(7, fine) + len_field(7, blob))
+
+
+@pytest.mark.parametrize(
+    ("blob", "complaint"),
+    [
+        (packed_dims(*[1] * 65), "more than 32 axes"),
+        (packed_dims(*[1] * 33), "more than 32 axes"),
+        (packed_dims(0, 2**63 - 1, 2**63 - 1), "dimension 9223372036854775807 .* outside 0..2147483647"),
+        (packed_dims(2, -3), "dimension -3 .* outside"),
+        (packed_dims(65536, 65536), r"holds more than 2147483647 values"),
+        (packed_dims(2**31), "dimension 2147483648 .* outside"),
+        (packed_dims(0, 2**31 - 1, 2**31 - 1), "empty but larger than numpy can index"),
+        (encode_key(1, 0) + encode_varint(-1) + encode_key(4, 0) + b"\x02",
+         r"dimension -1 of shape \[-1, 0, 0, 2\]"),
+        (encode_key(1, 0) + encode_varint(2**16) + encode_key(2, 0) + encode_varint(2**16),
+         "holds more than 2147483647 values"),
+    ],
+    ids=["65_axes", "33_axes", "int64_max", "negative", "count_overflow", "over_int_max", "empty_beyond_numpy", "legacy_negative",
+         "legacy_overflow"],
+)
+def test_blob_shapes_caffe_refuses_name_layer_blob_and_offset(tmp_path: Path, blob: bytes, complaint: str) -> None:
+    data = model_with_blob(blob)
+    path = write(tmp_path / "m.caffemodel", data)
+    with pytest.raises(CaffeFormatError, match=rf"^{path}: layer 'p' \(#0\) blob 1: .*{complaint}.*"
+                       rf"\(byte offset {data.index(blob)}\)$"):
+        read_weights(path)
+    with pytest.raises(CaffeFormatError, match=complaint):
+        read_blob(write(tmp_path / "mean.binaryproto", blob))
+
+
+def test_shapes_at_caffes_limits_are_read(tmp_path: Path) -> None:
+    blob = packed_dims(*[1] * 31, 3) + floats(3)
+    assert read_weights(write(tmp_path / "m.caffemodel", model_with_blob(blob)))["p"][1].shape == (1,) * 31 + (3,)
+    empty = packed_dims(0, 2**31 - 1, 1000)  # Caffe checks the count only while it is not 0
+    assert read_blob(write(tmp_path / "mean.binaryproto", empty)).shape == (0, 2**31 - 1, 1000)
+
+
+# --- 4. copies sized by the file are charged to the memory budget --------------------------------
+
+
+def unpacked(field: int, fmt: str, values: list[float]) -> bytes:
+    wire_type = 5 if fmt == "<f" else 1
+    return b"".join(encode_key(field, wire_type) + struct.pack(fmt, value) for value in values)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        packed_dims(1000) + len_field(8, np.zeros(1000, "<f8").tobytes()),
+        packed_dims(1000) + unpacked(5, "<f", [0.5] * 1000),
+        packed_dims(1000) + unpacked(8, "<d", [0.5] * 1000),
+        packed_dims(1000) + len_field(5, np.zeros(500, "<f4").tobytes()) * 2,
+    ],
+    ids=["double_data", "unpacked_data", "unpacked_double_data", "split_packed_runs"],
+)
+def test_copies_are_charged_before_they_are_made(tmp_path: Path, blob: bytes) -> None:
+    path = write(tmp_path / "m.caffemodel", model_with_blob(blob))
+    with memory_budget(limit=3000):
+        with pytest.raises(ResourceLimitError, match=rf"^{path}: layer 'p' \(#0\) blob 1: .*memory limit"):
+            read_weights(path)
+    with memory_budget(limit=20_000):
+        assert read_weights(path)["p"][1].shape == (1000,)
+
+
+def test_a_packed_run_is_a_view_and_costs_no_budget(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.caffemodel", model_with_blob(packed_dims(1000) + floats(1000)))
+    with memory_budget(limit=16):
+        assert read_weights(path)["p"][1][999] == 999
+
+
+# --- 6. a prototxt saved with a byte order mark ------------------------------------------------------
+
+
+def test_utf8_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "bom.prototxt"
+    path.write_bytes(b"\xef\xbb\xbf" + b'name: "bom"\nlayer { name: "r" type: "ReLU" bottom: "x" top: "x" }\n')
+    assert read_prototxt(path).name == "bom"
+
+
+def test_prototxt_from_a_device_is_charged_as_it_is_read(tmp_path: Path) -> None:
+    with memory_budget(limit=4 << 20):
+        with pytest.raises(ResourceLimitError, match="/dev/zero: reading the prototxt"):
+            read_prototxt("/dev/zero")
+
+
+# --- 7. unknown fields: one summary per layer type and field, not one warning per layer -------------
+
+
+def test_unknown_field_in_many_layers_of_a_prototxt_is_one_warning(tmp_path: Path) -> None:
+    layers = "".join(
+        f'layer {{ name: "c{index}" type: "Convolution" bottom: "x" top: "x"\n'
+        f"  convolution_param {{ num_output: 1 kernel_size: 1 fork_option: {index} }} }}\n"
+        for index in range(12)
+    )
+    path = tmp_path / "fork.prototxt"
+    path.write_text('input: "x"\n' + layers)
+    with pytest.warns(CaffeFormatWarning) as caught:
+        read_prototxt(path)
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}:3:52: unknown field \"fork_option\" in ConvolutionParameter of 12 Convolution layers "
+        "('c0', 'c1', 'c2', ...) ignored (not in caffe2torch's schema: a Caffe fork's?)"
+    ]
+
+
+def test_unknown_fields_in_many_layers_of_a_caffemodel_are_one_warning_per_type(tmp_path: Path) -> None:
+    fork_fields = encode_key(10001, 0) + b"\x01" + encode_key(10002, 0) + b"\x01"
+    relus = [len_field(100, len_field(1, f"r{index}".encode()) + len_field(2, b"ReLU") + fork_fields)
+             for index in range(5)]
+    conv = len_field(100, len_field(1, b"c") + len_field(2, b"Convolution") + encode_key(10001, 0) + b"\x01")
+    path = write(tmp_path / "fork.caffemodel", b"".join(relus) + conv)
+    with pytest.warns(CaffeFormatWarning) as caught:
+        read_weights(path)
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: unknown fields 10001, 10002 in LayerParameter of 5 ReLU layers ('r0', 'r1', 'r2', ...) "
+        "ignored (not in caffe2torch's schema: a Caffe fork's?)",
+        f"{path}: unknown field 10001 in LayerParameter of Convolution layer 'c' "
+        "ignored (not in caffe2torch's schema: a Caffe fork's?)",
+    ]

@@ -18,24 +18,32 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import text_format
 
 from caffe2torch.caffe_proto import caffe_pb2
-from caffe2torch.caffe_proto.upgrade import CaffeFormatWarning, upgrade_net
+from caffe2torch.caffe_proto.upgrade import (
+    CaffeFormatWarning,
+    UnknownField,
+    layer_type_and_name,
+    upgrade_net,
+    warn_unknown_fields,
+)
 from caffe2torch.errors import CaffeFormatError
+from caffe2torch.limits import charge
 
 # Deeper nesting than any real net (which nests 4 levels) means a hostile or broken file.
 _MAX_DEPTH = 64
+_READ_CHUNK = 1 << 20
 
 
 def read_prototxt(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
     """Read a .prototxt net, upgraded to the current `layer` form (see upgrade.py)."""
     filename = os.fspath(path)
     try:
-        data = Path(filename).read_bytes()
+        data = _read_charged(filename)
     except FileNotFoundError:
         raise CaffeFormatError(f"{filename}: no such file") from None
     except IsADirectoryError:
         raise CaffeFormatError(f"{filename}: is a directory, not a prototxt file") from None
     except OSError as error:
-        raise CaffeFormatError(f"{filename}: cannot read: {error.strerror}") from None
+        raise CaffeFormatError(f"{filename}: cannot read: {error.strerror or error}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -43,7 +51,20 @@ def read_prototxt(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
             f"{filename}: not a text prototxt (byte {error.start} is not UTF-8; "
             "a binary .caffemodel is read with read_weights)"
         ) from None
-    return parse_prototxt(text, filename=filename)
+    # Editors on Windows start UTF-8 files with a byte order mark; protobuf's tokenizer does not skip it.
+    return parse_prototxt(text.removeprefix("\ufeff"), filename=filename)
+
+
+def _read_charged(filename: str) -> bytes:
+    """The file's bytes, each chunk charged to the memory budget first (a pipe or device has no size)."""
+    chunks = []
+    with open(filename, "rb") as file:
+        while True:
+            charge(_READ_CHUNK, f"{filename}: reading the prototxt")
+            chunk = file.read(_READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParameter:
@@ -73,9 +94,30 @@ def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParame
         top_level = sorted({field.name for field in unknown_fields if field.layer_field is None})
         hint = f" (it has fields {', '.join(top_level)}: is it a solver?)" if top_level else ""
         raise CaffeFormatError(f"{filename}: defines no layers{hint}")
-    for field in unknown_fields:
-        warnings.warn(field.describe(filename, net), CaffeFormatWarning, stacklevel=2)
+    _warn_unknown(filename, net, unknown_fields)
     return upgraded
+
+
+def _warn_unknown(filename: str, net: caffe_pb2.NetParameter, unknown_fields: list[_UnknownField]) -> None:
+    """One warning per unknown net field, and per (layer type, field) for the fields in layers."""
+    in_layers: list[UnknownField] = []
+    warned_net_fields: set[str] = set()
+    for field in unknown_fields:
+        location = f"{field.line}:{field.column}"
+        if field.layer_field is None:
+            if field.name not in warned_net_fields:
+                warned_net_fields.add(field.name)
+                warnings.warn(
+                    f'{filename}:{location}: unknown net field "{field.name}" ignored (not in caffe2torch\'s schema)',
+                    CaffeFormatWarning,
+                    stacklevel=3,  # the caller of parse_prototxt
+                )
+            continue
+        layer = getattr(net, field.layer_field)[field.layer_index]
+        layer_type, layer_name = layer_type_and_name(layer)
+        message = field.message_type.removeprefix("caffe.")
+        in_layers.append(UnknownField(f'"{field.name}"', message, layer_type, layer_name, location))
+    warn_unknown_fields(filename, in_layers, stacklevel=3)
 
 
 def _format_error(filename: str, text: str, error: text_format.ParseError) -> CaffeFormatError:
@@ -105,22 +147,6 @@ class _UnknownField:
     message_type: str
     layer_field: str | None  # "layer" or "layers" (V1/V0) when inside a layer, else None
     layer_index: int
-
-    def describe(self, filename: str, net: caffe_pb2.NetParameter) -> str:
-        where = f"{filename}:{self.line}:{self.column}"
-        owner = self.message_type.removeprefix("caffe.")
-        if self.layer_field is None:
-            return f'{where}: unknown net field "{self.name}" dropped (not in Caffe\'s schema)'
-        layer_name = _raw_layer_name(net, self.layer_field, self.layer_index)
-        layer = f'layer "{layer_name}"' if layer_name else f"layer #{self.layer_index} (unnamed)"
-        return f'{where}: {layer}: unknown field "{self.name}" in {owner} dropped (not in Caffe\'s schema)'
-
-
-def _raw_layer_name(net: caffe_pb2.NetParameter, layer_field: str, index: int) -> str:
-    if layer_field == "layer":
-        return net.layer[index].name
-    v1_layer = net.layers[index]
-    return v1_layer.name or v1_layer.layer.name
 
 
 def _find_unknown_fields(text: str) -> list[_UnknownField]:

@@ -22,6 +22,7 @@ on ("not fully compatible") we warn with CaffeFormatWarning and go on.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 from caffe2torch.caffe_proto import caffe_pb2
 from caffe2torch.errors import CaffeFormatError
@@ -139,6 +140,61 @@ def upgrade_net(net: caffe_pb2.NetParameter, *, source: str = "net") -> caffe_pb
         _upgrade_net_input(upgraded, source)
     _upgrade_batch_norm(upgraded)
     return upgraded
+
+
+@dataclass(frozen=True)
+class UnknownField:
+    """One occurrence of a field that a file holds and our schema lacks (a Caffe fork's, usually)."""
+
+    field: str  # as shown: '"norm_param"' (text) or '145' (binary, which has only numbers)
+    message: str  # the message type holding it, e.g. "NormalizeParameter"
+    layer_type: str
+    layer_name: str
+    location: str = ""  # "line:col" in a prototxt; binary files give none
+
+
+def warn_unknown_fields(source: str, occurrences: list[UnknownField], stacklevel: int = 2) -> None:
+    """Summarise unknown fields: one CaffeFormatWarning per (layer type, message, field), not per layer.
+
+    A fork's model repeats its fields in every layer of a type (a face detector gives some seventy
+    per-layer warnings); a summary says the same in a few lines. Fields found in exactly the same
+    layers share one warning.
+    """
+    layers_by_field: dict[tuple[str, str, str], list[str]] = {}
+    first_location: dict[tuple[str, str, str], str] = {}
+    for occurrence in occurrences:
+        key = (occurrence.layer_type, occurrence.message, occurrence.field)
+        names = layers_by_field.setdefault(key, [])
+        if occurrence.layer_name not in names:
+            names.append(occurrence.layer_name)
+        first_location.setdefault(key, occurrence.location)
+    merged: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    for (layer_type, message, field), names in layers_by_field.items():
+        merged.setdefault((layer_type, message, tuple(names)), []).append(field)
+    for (layer_type, message, names), fields in merged.items():
+        location = first_location[(layer_type, message, fields[0])]
+        where = f"{source}:{location}" if location else source
+        plural = "s" if len(fields) > 1 else ""
+        kind = f"{layer_type} layer" if layer_type else "untyped layer"
+        shown = ", ".join(repr(name) if name else "(unnamed)" for name in names[:3])
+        layers = f"{len(names)} {kind}s ({shown}{', ...' if len(names) > 3 else ''})" if len(names) > 1 else (
+            f"{kind} {shown}"
+        )
+        warnings.warn(
+            f"{where}: unknown field{plural} {', '.join(fields)} in {message} of {layers} ignored "
+            "(not in caffe2torch's schema: a Caffe fork's?)",
+            CaffeFormatWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def layer_type_and_name(layer: caffe_pb2.LayerParameter | caffe_pb2.V1LayerParameter) -> tuple[str, str]:
+    """A layer's type as its file spells it (V1 enums by their current name, V0 strings as they are)."""
+    if isinstance(layer, caffe_pb2.LayerParameter):
+        return layer.type, layer.name
+    if layer.HasField("layer"):
+        return layer.layer.type, layer.name or layer.layer.name
+    return _V1_TYPES.get(layer.type, ""), layer.name
 
 
 def _warn(source: str, message: str) -> None:

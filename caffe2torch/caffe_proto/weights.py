@@ -12,18 +12,24 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import warnings
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from caffe2torch.caffe_proto import caffe_pb2
-from caffe2torch.caffe_proto.upgrade import CaffeFormatWarning, upgrade_net
+from caffe2torch.caffe_proto.upgrade import (
+    UnknownField,
+    layer_type_and_name,
+    upgrade_net,
+    warn_unknown_fields,
+)
 from caffe2torch.caffe_proto.wire import (
     I32,
     I64,
@@ -39,8 +45,9 @@ from caffe2torch.caffe_proto.wire import (
     read_field,
     read_varint,
 )
+from caffe2torch.errors import CaffeFormatError, InputError, ResourceLimitError
 from caffe2torch.files import atomic_output
-from caffe2torch.errors import CaffeFormatError, InputError
+from caffe2torch.limits import charge, memory_budget
 
 __all__ = ["Weights", "read_weights", "read_blob", "write_caffemodel", "write_hdf5"]
 
@@ -56,6 +63,9 @@ _BLOB_DATA = 5
 _BLOB_SHAPE = 7
 _BLOB_DOUBLE_DATA = 8
 _SHAPE_DIM = 1
+# Blob::Reshape's limits: at most kMaxBlobAxes axes, each dim and the count within an int.
+_MAX_BLOB_AXES = 32
+_INT_MAX = 2**31 - 1
 # One-byte keys of unpacked repeated `data` (fixed32) and `double_data` (fixed64) as old files wrote them.
 _UNPACKED_FLOAT_KEY = (_BLOB_DATA << 3) | I32
 _UNPACKED_DOUBLE_KEY = (_BLOB_DOUBLE_DATA << 3) | I64
@@ -65,14 +75,16 @@ _UNPACKED_DOUBLE_KEY = (_BLOB_DOUBLE_DATA << 3) | I64
 class _LayerSchema:
     """Where a layer message of one format keeps its name and blobs."""
 
+    descriptor: Descriptor
     name: int
     blobs: int
     nested_v0: int | None = None
 
 
-_CURRENT_LAYER = _LayerSchema(name=1, blobs=7)  # LayerParameter
-_V1_LAYER = _LayerSchema(name=4, blobs=6, nested_v0=1)  # V1LayerParameter (may wrap a V0 layer)
-_V0_LAYER = _LayerSchema(name=1, blobs=50)  # V0LayerParameter
+_CURRENT_LAYER = _LayerSchema(caffe_pb2.LayerParameter.DESCRIPTOR, name=1, blobs=7)
+# V1LayerParameter may wrap a V0 layer.
+_V1_LAYER = _LayerSchema(caffe_pb2.V1LayerParameter.DESCRIPTOR, name=4, blobs=6, nested_v0=1)
+_V0_LAYER = _LayerSchema(caffe_pb2.V0LayerParameter.DESCRIPTOR, name=1, blobs=50)
 
 
 class Weights(Mapping[str, list[np.ndarray]]):
@@ -115,14 +127,16 @@ class Weights(Mapping[str, list[np.ndarray]]):
 def read_weights(path: str | os.PathLike) -> Weights:
     """Read a binary ``.caffemodel`` (current, V1 or V0 form) or Caffe's HDF5 weights.
 
-    The format is told by the content (the HDF5 signature), not the file name.
+    The format is told by the content (the HDF5 signature), not the file name. Every copy made
+    from the file is charged to one memory budget (see caffe2torch.limits).
     """
     path = Path(path)
     mapped = _map_file(path)
-    if _is_hdf5(mapped):
-        mapped.close()
-        return _read_hdf5(path)
-    return _CaffemodelReader(path, mapped).read()
+    with memory_budget():
+        if _is_hdf5(mapped):
+            mapped.close()
+            return _read_hdf5(path)
+        return _CaffemodelReader(path, mapped).read()
 
 
 def read_blob(path: str | os.PathLike) -> np.ndarray:
@@ -135,11 +149,14 @@ def read_blob(path: str | os.PathLike) -> np.ndarray:
     if _is_hdf5(mapped):
         raise CaffeFormatError(f"{path}: an HDF5 file, not a BlobProto (.binaryproto)")
     try:
-        return _read_blob(mapped, 0, len(mapped), layer_type=None, blob_index=0)
+        with memory_budget():
+            return _read_blob(mapped, 0, len(mapped), layer_type=None, blob_index=0)
     except (WireError, _BlobError) as error:
         raise CaffeFormatError(
             f"{path}: not a valid BlobProto (.binaryproto): {error.message} (byte {error.offset})"
         ) from None
+    except ResourceLimitError as error:
+        raise ResourceLimitError(f"{path}: {error}") from None
 
 
 def _map_file(path: Path) -> mmap.mmap:
@@ -219,6 +236,8 @@ class _CaffemodelReader:
                     arrays.append(_read_blob(self.mapped, start, end, layer_types.get(name), blob_index))
                 except (WireError, _BlobError) as error:
                     raise self._error(error.message, error.offset, layer, blob_index) from None
+                except ResourceLimitError as error:
+                    raise ResourceLimitError(f"{self.path}: {layer.display_name} blob {blob_index}: {error}") from None
             # A name given twice: Caffe copies both in turn, so the later one is what stays.
             blobs[name] = arrays
         return Weights(self.path, blobs, net, layer_types)
@@ -261,6 +280,10 @@ class _CaffemodelReader:
                 layers.append(layer)
                 net_pieces.append(encode_len_prefix(record.number, len(layer.stripped)) + layer.stripped)
             else:
+                try:
+                    _check_strings(self.mapped, record, caffe_pb2.NetParameter.DESCRIPTOR)
+                except WireError as error:
+                    raise self._error(f"net parameters: {error.message}", error.offset) from None
                 net_pieces.append(self.mapped[record.start : record.end])
             pos = record.end
         if not layers:
@@ -322,8 +345,9 @@ class _CaffemodelReader:
                 nested = self._scan_layer(layer, _V0_LAYER, record.payload_start, record.payload_end)
                 kept += encode_len_prefix(record.number, len(nested)) + nested
             else:
+                _check_strings(mapped, record, schema.descriptor)
                 if record.number == schema.name and record.wire_type == LEN:
-                    name = bytes(mapped[record.payload_start : record.payload_end]).decode("utf-8", "replace")
+                    name = bytes(mapped[record.payload_start : record.payload_end]).decode("utf-8")
                     if schema is _V0_LAYER:
                         layer.v0_name = name
                     else:
@@ -352,25 +376,48 @@ class _CaffemodelReader:
         return CaffeFormatError(f"{self.path}: corrupt net parameters outside the layers")
 
 
-def _unknown_field_paths(message: Message) -> list[str]:
-    """``Message.field`` numbers that ``message`` or its sub-messages hold but our schema does not know."""
-    found = [f"{message.DESCRIPTOR.name}.{field.field_number}" for field in UnknownFieldSet(message)]
+def _unknown_fields(message: Message) -> list[tuple[str, int]]:
+    """(message type, field number) of the fields ``message`` or its sub-messages hold that our schema lacks."""
+    found = [(message.DESCRIPTOR.name, field.field_number) for field in UnknownFieldSet(message)]
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None:
             continue
         for item in value if descriptor.is_repeated else [value]:
-            found += _unknown_field_paths(item)
+            found += _unknown_fields(item)
     return found
 
 
 def _warn_unknown_fields(net: caffe_pb2.NetParameter, source: str) -> None:
-    """Fields that a fork of Caffe added do not stop reading; say which layer had them."""
+    """Fields that a fork of Caffe added do not stop reading; one summary per layer type says where."""
+    occurrences = []
     for layer in [*net.layer, *net.layers]:
-        unknown = _unknown_field_paths(layer)
-        if unknown:
-            warnings.warn(f"{source}: layer {layer.name!r}: fields unknown to caffe2torch's schema ignored "
-                          f"(a Caffe fork's?): {', '.join(sorted(set(unknown)))}", CaffeFormatWarning,
-                          stacklevel=3)
+        layer_type, layer_name = layer_type_and_name(layer)
+        for message, number in sorted(set(_unknown_fields(layer))):
+            occurrences.append(UnknownField(str(number), message, layer_type, layer_name))
+    warn_unknown_fields(source, occurrences, stacklevel=5)  # the caller of read_weights
+
+
+def _check_strings(buf, record, descriptor: Descriptor, path: str = "") -> None:
+    """Refuse a string field (in ``record`` or the messages inside it) that is not UTF-8.
+
+    Protobuf's parser accepts such bytes in proto2 and hands them out as ``bytes`` where the rest of
+    the code expects ``str`` (or raises on access, depending on the implementation); checked here on
+    the wire, the error can say which field and at which byte. Blobs hold no strings and are skipped.
+    """
+    field = descriptor.fields_by_number.get(record.number)
+    if field is None or record.wire_type != LEN:
+        return  # unknown, or a wire type protobuf keeps as an unknown field
+    name = f"{path}.{field.name}" if path else field.name
+    if field.type == FieldDescriptor.TYPE_STRING:
+        try:
+            bytes(buf[record.payload_start : record.payload_end]).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise WireError(
+                f"string field {name} is not valid UTF-8 (a corrupt file?)", record.payload_start + error.start
+            ) from None
+    elif field.message_type is not None and field.message_type is not caffe_pb2.BlobProto.DESCRIPTOR:
+        for inner in iter_fields(buf, record.payload_start, record.payload_end):
+            _check_strings(buf, inner, field.message_type, name)
 
 
 def _try_varint(buf, pos: int, end: int) -> tuple[int | None, int]:
@@ -421,7 +468,7 @@ def _read_blob(mapped, start: int, end: int, layer_type: str | None, blob_index:
         elif number == _BLOB_SHAPE:
             _expect(record, LEN, "shape")
             # An optional message seen twice is merged: its repeated dims concatenate.
-            dims.extend(_read_dims(mapped, record.payload_start, record.payload_end))
+            _read_dims(mapped, record, dims)
         elif number in (_BLOB_DATA, _BLOB_DOUBLE_DATA):
             target, itemsize, name = (
                 (floats, 4, "data") if number == _BLOB_DATA else (doubles, 8, "double_data")
@@ -444,20 +491,22 @@ def _read_blob(mapped, start: int, end: int, layer_type: str | None, blob_index:
     else:
         shape = tuple(dims)
         legacy_shape = False
-    if any(dim < 0 for dim in shape):
-        raise _BlobError(f"negative dimension in shape {list(shape)}", start)
+    problem = _blob_shape_problem(shape)
+    if problem is not None:
+        raise _BlobError(problem, start)
     count = math.prod(shape)
-    if _total(doubles) > 0:
-        values = _assemble(mapped, doubles, "<f8").astype(np.float32)
+    parts, source = (doubles, "double_data") if _total(doubles) > 0 else (floats, "data")
+    if _total(parts) != count:
+        raise _BlobError(
+            f"has {_total(parts)} values in {source} but its shape {list(shape)} needs {count}", start
+        )
+    if source == "double_data":
+        doubles_array = _assemble(mapped, doubles, "<f8")
+        charge(4 * count, "double_data converted to float32")
+        values = doubles_array.astype(np.float32)
         values.flags.writeable = False
-        source = "double_data"
     else:
         values = _assemble(mapped, floats, "<f4")
-        source = "data"
-    if values.size != count:
-        raise _BlobError(
-            f"has {values.size} values in {source} but its shape {list(shape)} needs {count}", start
-        )
     if legacy_shape:
         shape = _current_shape(shape, layer_type, blob_index)
     return values.reshape(shape)
@@ -468,22 +517,45 @@ def _expect(record, wire_type: int, what: str) -> None:
         raise _BlobError(f"{what} has wire type {WIRE_TYPE_NAMES[record.wire_type]}", record.start)
 
 
-def _read_dims(mapped, start: int, end: int) -> list[int]:
-    """BlobShape.dim: packed int64 varints (or unpacked, which parsers must accept too)."""
-    dims: list[int] = []
-    for record in iter_fields(mapped, start, end):
+def _read_dims(mapped, shape_record, dims: list[int]) -> None:
+    """Append BlobShape.dim to ``dims``: packed int64 varints (or unpacked, which parsers must accept too).
+
+    Stops at the first dim over Caffe's axis limit, so a shape of a million dims costs nothing.
+    """
+    for record in iter_fields(mapped, shape_record.payload_start, shape_record.payload_end):
         if record.number != _SHAPE_DIM:
             continue
         if record.wire_type == VARINT:
             dims.append(as_int64(record.value))
         elif record.wire_type == LEN:
             pos = record.payload_start
-            while pos < record.payload_end:
+            while pos < record.payload_end and len(dims) <= _MAX_BLOB_AXES:
                 value, pos = read_varint(mapped, pos, record.payload_end)
                 dims.append(as_int64(value))
         else:
             raise _BlobError(f"shape dim has wire type {WIRE_TYPE_NAMES[record.wire_type]}", record.start)
-    return dims
+        if len(dims) > _MAX_BLOB_AXES:
+            raise _BlobError(
+                f"shape has more than {_MAX_BLOB_AXES} axes, Caffe's limit (kMaxBlobAxes)", shape_record.start
+            )
+
+
+def _blob_shape_problem(shape: Sequence[int]) -> str | None:
+    """Why Caffe's ``Blob::Reshape`` would refuse ``shape``, or None: at most 32 axes, every dim in
+    0..INT_MAX, and a count that fits an int (checked as Caffe does, so a 0 dim allows any later one).
+    """
+    if len(shape) > _MAX_BLOB_AXES:
+        return f"shape has {len(shape)} axes, more than Caffe's limit of {_MAX_BLOB_AXES} (kMaxBlobAxes)"
+    count = 1
+    for dim in shape:
+        if not 0 <= dim <= _INT_MAX:
+            return f"dimension {dim} of shape {list(shape)} is outside 0..{_INT_MAX}"
+        if count != 0 and dim > _INT_MAX // count:
+            return f"shape {list(shape)} holds more than {_INT_MAX} values (Caffe's count is an int)"
+        count *= dim
+    if math.prod(dim for dim in shape if dim) * 4 > sys.maxsize:
+        return f"shape {list(shape)} is empty but larger than numpy can index"
+    return None
 
 
 def _unpacked_run(mapped, pos: int, end: int, key: int, dtype: str) -> tuple[np.ndarray, int]:
@@ -506,12 +578,16 @@ def _unpacked_run(mapped, pos: int, end: int, key: int, dtype: str) -> tuple[np.
         records = np.frombuffer(mapped, np.uint8, take * stride, pos).reshape(take, stride)
         is_record = records[:, 0] == key
         length = take if is_record.all() else int(np.argmin(is_record))
+        charge(length * itemsize, "unpacked values")
         runs.append(np.ascontiguousarray(records[:length, 1:]).view(dtype).reshape(length))
         pos += length * stride
         if length < take:
             break
         chunk *= 2
-    return np.concatenate(runs) if len(runs) > 1 else runs[0], pos
+    if len(runs) == 1:
+        return runs[0], pos
+    charge(sum(run.nbytes for run in runs), "unpacked values")
+    return np.concatenate(runs), pos
 
 
 def _total(parts: list[tuple[int, int] | np.ndarray]) -> int:
@@ -526,6 +602,7 @@ def _assemble(mapped, parts: list[tuple[int, int] | np.ndarray], dtype: str) -> 
     ]
     if len(arrays) == 1:
         return arrays[0]
+    charge(sum(array.nbytes for array in arrays), "several runs of values joined")
     joined = np.concatenate(arrays) if arrays else np.empty(0, dtype)
     joined.flags.writeable = False
     return joined
@@ -565,11 +642,20 @@ def _current_shape(legacy: tuple[int, ...], layer_type: str | None, blob_index: 
 # --- HDF5 -----------------------------------------------------------------------------------------
 
 
+# HDF5's own filters (H5Z_FILTER_DEFLATE ... H5Z_FILTER_SCALEOFFSET); any other is a plugin loaded
+# from disk, which a model file must not make us load.
+_HDF5_BUILTIN_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset"}
+
+
 def _read_hdf5(path: Path) -> Weights:
     """Caffe's HDF5 weights: ``data/<layer>/<i>`` datasets, as ``Net::ToHDF5`` writes them.
 
     Layers come in the order HDF5 lists them: creation order where the file tracks it (ours do),
     else by name (Caffe's files do not track it). Datasets are read into float32 copies.
+
+    Only what the file itself holds is read: links other than hard links, virtual datasets,
+    external raw storage and plugin filters are refused before anything is opened or read through
+    them (Caffe writes none of them, and each could make us read another file).
     """
     import h5py
 
@@ -578,13 +664,14 @@ def _read_hdf5(path: Path) -> Weights:
     layer_name = None
     try:
         with h5py.File(path, "r") as file:
-            data = file.get("data")
+            data = _open_hard_link(path, file, "data", "data")
             if not isinstance(data, h5py.Group):
                 raise CaffeFormatError(
                     f"{path}: HDF5 file without a 'data' group; not Caffe weights "
                     "(Net::ToHDF5 writes data/<layer>/<blob index>)"
                 )
-            for layer_name, group in data.items():
+            for layer_name in data:  # names only: nothing is opened yet
+                group = _open_hard_link(path, data, layer_name, f"data/{layer_name}")
                 if not isinstance(group, h5py.Group):
                     raise CaffeFormatError(f"{path}: data/{layer_name} is not a group of blobs")
                 net.layer.add(name=layer_name)
@@ -593,25 +680,48 @@ def _read_hdf5(path: Path) -> Weights:
                     blobs[layer_name] = arrays
     except CaffeFormatError:
         raise
+    except ResourceLimitError as error:
+        raise ResourceLimitError(f"{path}: {error}") from None
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
         where = f" layer {layer_name!r}" if layer_name is not None else ""
         raise CaffeFormatError(f"{path}:{where} cannot read HDF5: {error}") from None
     return Weights(path, blobs, net, {})
 
 
+def _open_hard_link(path: Path, group, name: str, where: str):
+    """``group[name]`` if it is a hard link (or None if absent); any other link is refused unopened."""
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if link is None or isinstance(link, h5py.HardLink):
+        return None if link is None else group[name]
+    if isinstance(link, h5py.ExternalLink):
+        kind = f"an external link to {link.filename}:{link.path}"
+    elif isinstance(link, h5py.SoftLink):
+        kind = f"a soft link to {link.path}"
+    else:
+        kind = "a user-defined link"
+    raise CaffeFormatError(
+        f"{path}: {where} is {kind}; refused (Caffe writes only plain groups and datasets, "
+        "and a link could read data from outside the model file)"
+    )
+
+
 def _read_hdf5_layer(path: Path, layer_name: str, group, h5py) -> list[np.ndarray]:
     """A layer group's datasets ``0``..``n-1``, which is all that Caffe's loader accepts."""
     by_index: dict[int, np.ndarray] = {}
-    for key, dataset in group.items():
-        if not key.isdigit() or not isinstance(dataset, h5py.Dataset):
+    for key in group:
+        where = f"{path}: layer {layer_name!r} blob {key}"
+        dataset = _open_hard_link(path, group, key, f"layer {layer_name!r} blob data/{layer_name}/{key}")
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key) or not isinstance(dataset, h5py.Dataset):
             raise CaffeFormatError(
                 f"{path}: layer {layer_name!r}: unexpected {key!r} in data/{layer_name} "
                 "(Caffe stores a layer's blobs as datasets named 0, 1, ...)"
             )
-        if dataset.dtype.kind not in "fiu":
-            raise CaffeFormatError(
-                f"{path}: layer {layer_name!r} blob {key}: dtype {dataset.dtype} is not numeric"
-            )
+        problem = _hdf5_dataset_problem(dataset, h5py)
+        if problem is not None:
+            raise CaffeFormatError(f"{where}: {problem}")
+        charge(_hdf5_read_bytes(dataset, h5py), f"layer {layer_name!r} blob {key}")
         array = np.asarray(dataset[()], dtype=np.float32)
         array.flags.writeable = False
         by_index[int(key)] = array
@@ -622,6 +732,46 @@ def _read_hdf5_layer(path: Path, layer_name: str, group, h5py) -> list[np.ndarra
                 f"{max(by_index)} is there (Caffe leaves out weight-shared blobs; not supported)"
             )
     return [by_index[index] for index in range(len(by_index))]
+
+
+def _hdf5_dataset_problem(dataset, h5py) -> str | None:
+    """Why a dataset must not be read as a blob, or None; looks at its metadata only."""
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        return "a virtual dataset (its data would come from other files); refused"
+    if plist.get_external_count() > 0:
+        return "stored in external raw files, outside the model file; refused"
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, name = plist.get_filter(index)
+        if code not in _HDF5_BUILTIN_FILTERS:
+            label = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+            return f"uses filter {code} ({label!r}), not one of HDF5's built-in filters; refused"
+    if dataset.dtype.kind not in "fiu":
+        return f"dtype {dataset.dtype} is not numeric"
+    if dataset.shape is None:
+        return "has no dataspace (an HDF5 null dataset), not a blob"
+    problem = _blob_shape_problem(dataset.shape)
+    if problem is not None:
+        return problem
+    expected = math.prod(dataset.shape) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if expected and stored == 0:
+        return "declared but never written (no storage allocated); refused rather than read as fill values"
+    if plist.get_nfilters() == 0 and stored < expected:
+        return f"has {stored} bytes stored of the {expected} its shape needs (partly written)"
+    return None
+
+
+def _hdf5_read_bytes(dataset, h5py) -> int:
+    """Memory a read takes: the data as stored type, its float32 copy, and one decompressed chunk."""
+    count = math.prod(dataset.shape)
+    total = count * dataset.dtype.itemsize
+    if dataset.dtype != np.float32:
+        total += 4 * count
+    plist = dataset.id.get_create_plist()
+    if plist.get_nfilters() > 0 and plist.get_layout() == h5py.h5d.CHUNKED:
+        total += math.prod(plist.get_chunk()) * dataset.dtype.itemsize
+    return total
 
 
 # --- writers ----------------------------------------------------------------------------------------
