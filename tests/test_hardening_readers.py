@@ -7,10 +7,12 @@ allocation sized by the file and never checked).
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -240,3 +242,113 @@ def test_unknown_fields_in_many_layers_of_a_caffemodel_are_one_warning_per_type(
         f"{path}: unknown field 10001 in LayerParameter of Convolution layer 'c' "
         "ignored (not in caffe2torch's schema: a Caffe fork's?)",
     ]
+
+
+# --- 5. HDF5: nothing read from outside the model file, nothing unwritten, nothing unbudgeted ------
+
+SECRET = np.array([31337.25, -4242.5, 1e-7, 777.0], dtype="<f4")
+
+
+def hdf5_model(path: Path, fill) -> Path:
+    """An HDF5 weights file with a good layer 'conv' and a layer 'ip' whose group ``fill`` populates."""
+    with h5py.File(path, "w") as file:
+        file.create_group("data/conv").create_dataset("0", data=np.ones((2, 3), "<f4"))
+        fill(file.create_group("data/ip"))
+    return path
+
+
+@pytest.fixture
+def secret_files(tmp_path: Path) -> dict[str, Path]:
+    """An HDF5 file and a raw file holding SECRET, which no model may make us read."""
+    secret_h5 = tmp_path / "secret.h5"
+    with h5py.File(secret_h5, "w") as file:
+        file.create_dataset("data/ip/0", data=SECRET)
+        file.create_dataset("values", data=SECRET)
+    secret_raw = tmp_path / "secret.raw"
+    secret_raw.write_bytes(SECRET.tobytes())
+    return {"h5": secret_h5, "raw": secret_raw}
+
+
+def assert_refused(path: Path, complaint: str, capfd) -> None:
+    with pytest.raises(CaffeFormatError) as raised:
+        read_weights(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and "'ip'" in message and "\n" not in message
+    assert re.search(complaint, message), message
+    assert not any(repr(float(value)) in message or str(value) in message for value in SECRET)
+    assert capfd.readouterr().err == ""  # HDF5 printed nothing of its own
+
+
+@pytest.mark.parametrize(
+    ("fill", "complaint"),
+    [
+        (lambda group, secret: group.__setitem__("0", h5py.ExternalLink(str(secret["h5"]), "/values")),
+         r"blob data/ip/0 is an external link to .*secret\.h5:/values; refused"),
+        (lambda group, secret: group.__setitem__("0", h5py.SoftLink("/data/conv/0")),
+         r"blob data/ip/0 is a soft link to /data/conv/0; refused"),
+        (lambda group, secret: group.__setitem__("0", h5py.SoftLink("/nowhere")),
+         r"soft link to /nowhere; refused"),
+        (lambda group, secret: group.create_virtual_dataset("0", virtual_layout(secret["h5"])),
+         r"blob 0: a virtual dataset"),
+        (lambda group, secret: group.create_dataset("0", (4,), "<f4", external=[(str(secret["raw"]), 0, 16)]),
+         r"blob 0: stored in external raw files"),
+        (lambda group, secret: group.create_dataset("0", data=SECRET, compression="lzf"),
+         r"blob 0: uses filter 32000 \('lzf'\), not one of HDF5's built-in filters"),
+    ],
+    ids=["external_link", "soft_link", "dangling_soft_link", "virtual_dataset", "external_storage",
+         "plugin_filter"],
+)
+def test_hdf5_that_could_read_outside_the_file_is_refused(tmp_path: Path, secret_files, capfd, fill,
+                                                          complaint: str) -> None:
+    path = hdf5_model(tmp_path / "model.h5", lambda group: fill(group, secret_files))
+    assert_refused(path, complaint, capfd)
+
+
+def virtual_layout(secret_h5: Path) -> h5py.VirtualLayout:
+    layout = h5py.VirtualLayout(shape=(4,), dtype="<f4")
+    layout[:] = h5py.VirtualSource(str(secret_h5), "values", shape=(4,))
+    return layout
+
+
+def test_hdf5_layer_or_data_group_behind_an_external_link_is_refused(tmp_path: Path, secret_files) -> None:
+    layer_link = tmp_path / "layer_link.h5"
+    with h5py.File(layer_link, "w") as file:
+        file.create_group("data")["ip"] = h5py.ExternalLink(str(secret_files["h5"]), "/data/ip")
+    with pytest.raises(CaffeFormatError, match=r"data/ip is an external link to .*; refused"):
+        read_weights(layer_link)
+    data_link = tmp_path / "data_link.h5"
+    with h5py.File(data_link, "w") as file:
+        file["data"] = h5py.ExternalLink(str(secret_files["h5"]), "/data")
+    with pytest.raises(CaffeFormatError, match=rf"^{data_link}: data is an external link"):
+        read_weights(data_link)
+
+
+@pytest.mark.parametrize(
+    ("fill", "complaint"),
+    [
+        (lambda group: group.create_dataset("0", (1000, 1000), "<f4"), "declared but never written"),
+        (lambda group: group.create_dataset("0", (1000, 1000), "<f4", compression="gzip"),
+         "declared but never written"),
+        (lambda group: group.create_dataset("0", (1000, 1000), "<f4", chunks=(10, 1000)).__setitem__(0, 1.0),
+         "has 40000 bytes stored of the 4000000 its shape needs"),
+        (lambda group: group.create_dataset("0", (2**40,), "<f4"), "dimension 1099511627776 .* outside"),
+        (lambda group: group.create_dataset("0", (65536, 65536), "<f4"), "holds more than 2147483647 values"),
+        (lambda group: group.create_dataset("0", data=h5py.Empty("<f4")), "has no dataspace"),
+        (lambda group: group.create_dataset("0", data=np.array([b"text"])), "is not numeric"),
+    ],
+    ids=["unwritten", "unwritten_compressed", "partly_written", "huge_dim", "count_overflow", "null_dataspace",
+         "strings"],
+)
+def test_hdf5_dataset_that_is_not_a_readable_blob_is_refused(tmp_path: Path, capfd, fill, complaint: str) -> None:
+    assert_refused(hdf5_model(tmp_path / "model.h5", fill), complaint, capfd)
+
+
+def test_hdf5_gzip_bomb_is_refused_before_it_is_decompressed(tmp_path: Path) -> None:
+    bomb = lambda group: group.create_dataset("0", data=np.zeros(2**24, "<f4"), compression="gzip")  # noqa: E731
+    path = hdf5_model(tmp_path / "bomb.h5", bomb)
+    assert path.stat().st_size < 2**20  # 64 MiB of floats in a small file
+    with memory_budget(limit=16 << 20):
+        with pytest.raises(ResourceLimitError, match=rf"^{path}: layer 'ip' blob 0 would need 64\.. MiB"):
+            read_weights(path)
+    with memory_budget(limit=256 << 20):
+        assert read_weights(path)["ip"][0].shape == (2**24,)
