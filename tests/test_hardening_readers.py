@@ -7,20 +7,24 @@ allocation sized by the file and never checked).
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import time
+import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from caffe2torch.caffe_proto import CaffeFormatWarning, read_prototxt
 from caffe2torch.caffe_proto.weights import read_blob, read_weights
 from caffe2torch.caffe_proto.wire import EGROUP, SGROUP, encode_key, encode_len_prefix, encode_varint, read_field
 from caffe2torch.errors import CaffeFormatError, ResourceLimitError
-from caffe2torch.limits import memory_budget
+from caffe2torch.cli import main
+from caffe2torch.limits import MEMORY_LIMIT_VARIABLE, memory_budget
 
 
 def len_field(number: int, payload: bytes) -> bytes:
@@ -105,7 +109,7 @@ def test_v1_layer_name_and_net_name_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(CaffeFormatError, match=r"layer #0: string field name is not valid UTF-8"):
         read_weights(v1)
     net = write(tmp_path / "net.caffemodel", len_field(1, BAD_UTF8) + len_field(100, len_field(1, b"r")))
-    with pytest.raises(CaffeFormatError, match=r"net parameters: string field name is not valid UTF-8 .*offset 2\)$"):
+    with pytest.raises(CaffeFormatError, match=r"corrupt: string field name is not valid UTF-8 \(byte offset 2\)$"):
         read_weights(net)
 
 
@@ -352,3 +356,70 @@ def test_hdf5_gzip_bomb_is_refused_before_it_is_decompressed(tmp_path: Path) -> 
             read_weights(path)
     with memory_budget(limit=256 << 20):
         assert read_weights(path)["ip"][0].shape == (2**24,)
+
+
+# --- 8. the command line: --max-memory, one line per error and per warning --------------------------
+
+
+def fork_prototxt(tmp_path: Path) -> Path:
+    path = tmp_path / "fork.prototxt"
+    path.write_text('input: "x"\ninput_shape { dim: 1 dim: 1 dim: 4 dim: 4 }\n' + "".join(
+        f'layer {{ name: "r{index}" type: "ReLU" bottom: "x" top: "x" fork_option: 1 }}\n' for index in range(3)
+    ))
+    return path
+
+
+def test_cli_shows_format_warnings_as_plain_lines_before_an_error(tmp_path: Path) -> None:
+    path = fork_prototxt(tmp_path)
+    weights = write(tmp_path / "w.caffemodel", b"\x00")
+    result = CliRunner().invoke(main, ["info", str(path), "--weights", str(weights)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f'warning: {path}:3:54: unknown field "fork_option" in LayerParameter of 3 ReLU layers '
+        "('r0', 'r1', 'r2') ignored (not in caffe2torch's schema: a Caffe fork's?)",
+        f"error: {weights}: not a caffemodel, or truncated or corrupt: field number 0 is invalid (byte offset 0)",
+    ]
+
+
+def test_cli_warning_hook_prints_each_format_warning_once_and_leaves_others_alone(capsys) -> None:
+    from caffe2torch.cli import _plain_format_warnings
+
+    others = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, *rest: others.append((str(message), category))
+        original = warnings.showwarning
+        with _plain_format_warnings():
+            warnings.warn("model.prototxt: something dropped", CaffeFormatWarning)
+            warnings.warn("model.prototxt: something dropped", CaffeFormatWarning)
+            warnings.warn("not about a model", UserWarning)
+        assert warnings.showwarning is original
+    assert capsys.readouterr().err.splitlines() == ["warning: model.prototxt: something dropped"]
+    assert others == [("not about a model", UserWarning)]
+
+
+def test_cli_max_memory_lowers_the_limit_for_the_command_only(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(MEMORY_LIMIT_VARIABLE, raising=False)
+    bomb = tmp_path / "bomb.h5"
+    with h5py.File(bomb, "w") as file:
+        file.create_dataset("data/r0/0", data=np.zeros(2**22, "<f4"), compression="gzip")
+    arguments = ["info", str(fork_prototxt(tmp_path)), "--weights", str(bomb)]
+    result = CliRunner().invoke(main, ["--max-memory", "4M", *arguments])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {bomb}: layer 'r0' blob 0 would need 16.0 MiB, more than the memory limit of 4.0 MiB "
+        f"(raise it with --max-memory or {MEMORY_LIMIT_VARIABLE} if the model really is this large)"
+    )
+    assert MEMORY_LIMIT_VARIABLE not in os.environ  # restored for whoever runs next in this process
+
+
+def test_cli_rejects_a_bad_max_memory() -> None:
+    result = CliRunner().invoke(main, ["--max-memory", "lots", "info", "x.prototxt"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-memory': 'lots' is not a size such as 8G" in result.stderr
+
+
+def test_a_directory_for_a_model_file_is_a_format_error(tmp_path: Path) -> None:
+    for reader in (read_weights, read_blob, read_prototxt):
+        with pytest.raises(CaffeFormatError, match=rf"^{tmp_path}: .*directory"):
+            reader(tmp_path)

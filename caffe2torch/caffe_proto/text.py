@@ -10,6 +10,7 @@ fields) is a CaffeFormatError.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,17 @@ def read_prototxt(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
 
 
 def _read_charged(filename: str) -> bytes:
-    """The file's bytes, each chunk charged to the memory budget first (a pipe or device has no size)."""
-    chunks = []
+    """The file's bytes, charged to the memory budget before they are read.
+
+    A pipe or a device has no size to charge first: it is read in chunks, each charged, so that
+    ``/dev/zero`` stops at the limit.
+    """
     with open(filename, "rb") as file:
+        status = os.fstat(file.fileno())
+        if stat.S_ISREG(status.st_mode):
+            charge(status.st_size, f"{filename}: reading the prototxt")
+            return file.read()
+        chunks = []
         while True:
             charge(_READ_CHUNK, f"{filename}: reading the prototxt")
             chunk = file.read(_READ_CHUNK)

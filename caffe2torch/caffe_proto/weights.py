@@ -283,7 +283,7 @@ class _CaffemodelReader:
                 try:
                     _check_strings(self.mapped, record, caffe_pb2.NetParameter.DESCRIPTOR)
                 except WireError as error:
-                    raise self._error(f"net parameters: {error.message}", error.offset) from None
+                    self._raise_top_level(error, pos, layers)
                 net_pieces.append(self.mapped[record.start : record.end])
             pos = record.end
         if not layers:
@@ -413,7 +413,7 @@ def _check_strings(buf, record, descriptor: Descriptor, path: str = "") -> None:
             bytes(buf[record.payload_start : record.payload_end]).decode("utf-8")
         except UnicodeDecodeError as error:
             raise WireError(
-                f"string field {name} is not valid UTF-8 (a corrupt file?)", record.payload_start + error.start
+                f"string field {name} is not valid UTF-8", record.payload_start + error.start
             ) from None
     elif field.message_type is not None and field.message_type is not caffe_pb2.BlobProto.DESCRIPTOR:
         for inner in iter_fields(buf, record.payload_start, record.payload_end):

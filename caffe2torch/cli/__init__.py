@@ -7,11 +7,15 @@ does not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
-from caffe2torch import __version__
+from caffe2torch import __version__, limits
 from caffe2torch.errors import Caffe2TorchError
 
 # command name -> "module:attribute" inside caffe2torch.cli
@@ -65,10 +69,65 @@ class _LazyGroup(click.Group):
             sys.exit(2)
 
 
+def _memory_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            limits.parse_size(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    return value
+
+
+@contextmanager
+def _environment_variable(name: str, value: str) -> Iterator[None]:
+    """Set for the command (worker processes inherit it), restored after (for in-process callers)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextmanager
+def _plain_format_warnings() -> Iterator[None]:
+    """Show each CaffeFormatWarning once, as ``warning: <message>`` on stderr, without Python's source line.
+
+    They tell the user about their model file (fields of a Caffe fork, dropped V0 fields), not about
+    our code. Other warnings keep Python's format.
+    """
+    show_original = warnings.showwarning
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        # The module defining the category is loaded by whoever warned with it; no import here.
+        upgrade = sys.modules.get("caffe2torch.caffe_proto.upgrade")
+        if upgrade is None or not issubclass(category, upgrade.CaffeFormatWarning):
+            show_original(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            click.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = show_original
+
+
 @click.group(cls=_LazyGroup)
 @click.version_option(__version__, prog_name="caffe2torch")
 @click.option("--debug", is_flag=True, help="Show the full traceback of errors.")
+@click.option("--max-memory", metavar="SIZE", callback=_memory_limit, help="Most memory a model file may make "
+              f"the command allocate, e.g. 16G (default: ${limits.MEMORY_LIMIT_VARIABLE}, else "
+              f"{limits.format_size(limits.DEFAULT_MEMORY_LIMIT)}).")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, max_memory: str | None) -> None:
     """Convert Caffe models to PyTorch and verify that they compute the same thing."""
     ctx.obj = {"debug": debug}
+    ctx.with_resource(_plain_format_warnings())
+    if max_memory is not None:
+        ctx.with_resource(_environment_variable(limits.MEMORY_LIMIT_VARIABLE, max_memory))
