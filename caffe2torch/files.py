@@ -63,8 +63,8 @@ def check_output_directory(directory: str | os.PathLike, names: Collection[str],
                            force: bool = False) -> Path:
     """Refuse, before any work is done, a directory that cannot receive the file set ``names``.
 
-    Refused: '' (it would silently mean the current directory), an existing file, a missing or read-only
-    parent (the set is built beside the directory), and a non-empty directory, which only ``force`` lets
+    Refused: '' (it would silently mean the current directory), an existing file, a mount point, a missing
+    or read-only parent (the set is built beside the directory), and a non-empty directory, which only ``force`` lets
     us replace, and only when it holds nothing but ``names``: --force must never delete a user's own
     files (think ``-o .`` or ``-o ~``).  Returns the real path to write (symlinks resolved).
     """
@@ -74,6 +74,9 @@ def check_output_directory(directory: str | os.PathLike, names: Collection[str],
     try:
         if target.exists() and not target.is_dir():
             raise InputError(f"{directory} exists and is not a directory")
+        if os.path.ismount(target):  # e.g. a Docker volume: it cannot be renamed
+            raise InputError(f"{directory} is a mount point, which cannot be replaced as a whole; "
+                             f"write to a folder inside it")
         if not target.parent.is_dir():
             raise InputError(f"{directory}: the folder {target.parent} does not exist")
         if not os.access(target.parent, os.W_OK | os.X_OK):
@@ -101,7 +104,8 @@ def write_file_set(directory: str | os.PathLike, writers: Mapping[str, Callable[
     that a crash or kill at any moment leaves the previous set or the new one, never a mix.  A previous set
     (``writers``' names, plus ``replaceable`` ones) is replaced only with ``force``; see
     :func:`check_output_directory` for what is refused.  Where the system has no atomic exchange, the old
-    directory is renamed away before the new one is renamed in: a kill in between leaves no directory.
+    directory is renamed away before the new one is renamed in: a kill in between leaves no directory
+    (the previous set waits, hidden, beside it until the next run removes it).
     A kill leaves a hidden temporary directory, which the next write to the same place removes.  A replaced
     directory is a new one: a shell that was inside the old one must cd into it again.
     """
