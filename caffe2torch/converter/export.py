@@ -41,16 +41,45 @@ def _layer_source(module_name: str) -> tuple[list[str], list[str]]:
     return imports, definitions
 
 
-def _constructor(module: nn.Module) -> str:
+def _literal(value: Any) -> str:
+    """``value`` as Python source that evaluates back to an equal value with only builtins in scope.
+
+    Only plain data is written: None, bool, int, float, str, and tuples, lists and dicts of them.
+    Non-finite floats become ``float("nan")`` / ``float("inf")``, which ``repr`` writes as bare names;
+    anything else (a numpy scalar, an object) raises TypeError: its ``repr`` is not a known literal.
+    """
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return repr(value)
+    if kind is float:
+        text = repr(value)
+        return {"nan": 'float("nan")', "inf": 'float("inf")', "-inf": '-float("inf")'}.get(text, text)
+    if kind is tuple:
+        items = [_literal(item) for item in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if kind is list:
+        return f"[{', '.join(_literal(item) for item in value)}]"
+    if kind is dict:
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"{value!r} (a {kind.__name__}) is not plain data")
+
+
+def _constructor(module: nn.Module, layer_name: str) -> str:
     """The code that rebuilds ``module``: its class and its recorded constructor arguments."""
     cls = type(module)
     kwargs = getattr(module, "_init_kwargs", None)
     if kwargs is None:
         raise InputError(f"cannot export module of type {cls.__name__}: it was not built with "
                          f"converter.layers.common.make")
-    args = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    args = []
+    for key, value in kwargs.items():
+        try:
+            args.append(f"{key}={_literal(value)}")
+        except TypeError as error:
+            raise InputError(f"cannot export layer {layer_name!r}: argument {key!r} of its {cls.__name__} "
+                             f"cannot be written as code: {error}") from None
     prefix = f"{cls.__module__}." if cls.__module__.startswith("torch.") else ""
-    return f"{prefix}{cls.__qualname__}({args})"
+    return f"{prefix}{cls.__qualname__}({', '.join(args)})"
 
 
 def generate_code(model: CaffeNet) -> str:
@@ -68,7 +97,7 @@ def generate_code(model: CaffeNet) -> str:
             more_imports, more_definitions = _layer_source(cls_module)
             imports += [i for i in more_imports if i not in imports]
             definitions += more_definitions
-        lines.append(f"        self.{ident} = {_constructor(module)}")
+        lines.append(f"        self.{ident} = {_constructor(module, model.caffe_names.get(ident, ident))}")
     forward = model.code.strip("\n")
     forward = "\n".join("    " + line if line else line for line in forward.splitlines())
     names = "\n".join(f"    {ident!r}: {name!r}," for ident, name in model.caffe_names.items())
