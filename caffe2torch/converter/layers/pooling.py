@@ -4,8 +4,6 @@ nor by the count of real pixels)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,17 +13,20 @@ from caffe2torch.converter.registry import LayerContext, register
 
 
 def pooled_size(size: int, kernel: int, stride: int, pad: int, round_up: bool = True) -> int:
-    """Caffe's PoolingLayer::Reshape for one axis (``round_up``: round_mode CEIL, the default)."""
-    rounding = math.ceil if round_up else math.floor
-    out = int(rounding((size + 2 * pad - kernel) / stride)) + 1
+    """Caffe's PoolingLayer::Reshape for one axis (``round_up``: round_mode CEIL, the default), in integers."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if round_up else span // stride) + 1
     if pad > 0 and (out - 1) * stride >= size + pad:
         out -= 1  # the last window would start inside the padding
     return out
 
 
-def average_divisors(size: int, kernel: int, stride: int, pad: int, count: int) -> list[int]:
-    """Per output position: ``min(start + k, size + pad) - start`` with ``start = i*stride - pad``."""
-    return [min(i * stride - pad + kernel, size + pad) - (i * stride - pad) for i in range(count)]
+def average_divisors(size: int, kernel: int, stride: int, pad: int, count: int,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """Per output position: ``min(start + k, size + pad) - start`` with ``start = i*stride - pad``, as one
+    integer tensor (computed by torch, not by a Python loop over the positions)."""
+    start = torch.arange(count, device=device) * stride - pad
+    return (start + kernel).clamp(max=size + pad) - start
 
 
 def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
@@ -47,10 +48,8 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: 
         if any(padding):
             x = F.pad(x, padding)
         y = F.avg_pool2d(x, kernel, stride, divisor_override=1)
-        div_h = torch.tensor(average_divisors(height, kernel[0], stride[0], pad[0], out_h), dtype=y.dtype,
-                             device=y.device)
-        div_w = torch.tensor(average_divisors(width, kernel[1], stride[1], pad[1], out_w), dtype=y.dtype,
-                             device=y.device)
+        div_h = average_divisors(height, kernel[0], stride[0], pad[0], out_h, y.device).to(y.dtype)
+        div_w = average_divisors(width, kernel[1], stride[1], pad[1], out_w, y.device).to(y.dtype)
         y = y / (div_h[:, None] * div_w[None, :])
     return y[..., :out_h, :out_w]
 
@@ -73,7 +72,7 @@ class Pooling(nn.Module):
         return caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, self.round_up)
 
 
-@register("Pooling")
+@register("Pooling", bottoms=1, tops=1)
 def pooling(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.pooling_param
     method = type(p).PoolMethod.Name(p.pool)
@@ -94,8 +93,13 @@ def pooling(ctx: LayerContext) -> nn.Module:
                          "pad")
     if 0 in kernel:
         raise ctx.error("kernel size must be given and positive")
+    if 0 in stride:
+        raise ctx.error(f"stride {stride} must be positive")
     if any(pd >= k for pd, k in zip(pad, kernel)):
         raise ctx.error(f"pad {pad} must be smaller than the kernel {kernel}")
     round_up = type(p).RoundMode.Name(p.round_mode) == "CEIL"
+    size = ctx.input_shapes[0][2:]
+    if any(pooled_size(*axis, round_up) < 1 for axis in zip(size, kernel, stride, pad)):
+        raise ctx.error(f"kernel {kernel} is larger than the input {list(size)} padded by {pad}")
     return make(Pooling, method=method, kernel=kernel, stride=stride, pad=pad, global_pooling=False,
                 round_up=round_up)
