@@ -15,6 +15,7 @@ import numpy as np
 from caffe2torch.converter.build import CaffeNet, build_module
 from caffe2torch.converter.graph import NetGraph, build_graph
 from caffe2torch.converter.registry import LayerContext, register, registered_types
+from caffe2torch.limits import memory_budget
 
 __all__ = ["load", "convert", "register", "registered_types", "LayerContext", "CaffeNet", "NetGraph",
            "build_graph", "resolve_net", "resolve_weights", "expected_blob_shapes"]
@@ -43,8 +44,13 @@ def resolve_weights(weights: Any) -> Mapping[str, Sequence[np.ndarray]] | None:
 def convert(net: Any, weights: Mapping[str, Sequence[np.ndarray]] | None = None, *,
             outputs: Sequence[str] | None = None, input_shape: Shape | dict[str, Shape] | None = None,
             random_init: bool = False) -> CaffeNet:
-    """Convert a NetParameter with weights given as a mapping of layer name to blobs."""
-    module = build_module(build_graph(net, input_shape), weights, outputs=outputs, random_init=random_init)
+    """Convert a NetParameter with weights given as a mapping of layer name to blobs.
+
+    Every parameter is charged to one memory budget (see caffe2torch.limits) before it is allocated, so
+    a net that declares terabytes is refused, naming the layer, instead of exhausting memory.
+    """
+    with memory_budget():
+        module = build_module(build_graph(net, input_shape), weights, outputs=outputs, random_init=random_init)
     return module.eval()
 
 
@@ -56,8 +62,9 @@ def load(prototxt: NetSpec, weights: Any = None, *, outputs: Sequence[str] | Non
     weights the architecture is converted with deterministic random initialisation.  ``outputs`` names
     layers (their output) or blobs (their last value) to return as a dict instead of the net's output.
     """
-    return convert(resolve_net(prototxt), resolve_weights(weights), outputs=outputs,
-                   input_shape=input_shape, random_init=random_init)
+    with memory_budget():  # one budget for reading the weights and building the module
+        return convert(resolve_net(prototxt), resolve_weights(weights), outputs=outputs,
+                       input_shape=input_shape, random_init=random_init)
 
 
 def expected_blob_shapes(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -> dict[str, list[Shape]]:

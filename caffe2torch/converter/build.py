@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
+import functools
 import keyword
 import operator
 import re
+import types
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import fx, nn
 
-from caffe2torch.converter.graph import NetGraph, Shape
-from caffe2torch.converter.registry import LayerContext, get_converter
-from caffe2torch.errors import ConversionError
+from caffe2torch.converter.graph import Layer, NetGraph, Shape, shape_problem
+from caffe2torch.converter.registry import LayerContext, check_counts, get_converter
+from caffe2torch.errors import Caffe2TorchError, ConversionError
 
 
 class CaffeNet(fx.GraphModule):
@@ -34,23 +37,54 @@ class CaffeNet(fx.GraphModule):
         return copied
 
 
-def identifier(name: str, taken: set[str]) -> str:
-    """A Python identifier made from a Caffe name: only [A-Za-z0-9_], never a keyword or a Module attribute.
+# Module-level names of the exported model.py (export.generate_code writes them) besides the copied layer
+# definitions: a net input named like one would shadow it in the generated forward.
+MODEL_PY_NAMES = ("annotations", "torch", "nn", "F", "math", "os", "Net", "load", "NET_NAME", "CAFFE_NAMES",
+                  "INPUTS", "INPUT_SHAPES")
+
+
+@functools.cache
+def reserved_names() -> frozenset[str]:
+    """Names a submodule or forward argument must not take: Python keywords and builtins, ``self``, every
+    attribute of a CaffeNet (class or instance: ``training``, ``_modules``, ``caffe_names``...), and every
+    module-level name of an exported model.py, the layer classes and helpers it copies included (the
+    converter functions, which it does not copy, stay free: a layer may be called ``relu``)."""
+    from caffe2torch.converter import layers
+    from caffe2torch.converter.registry import _CONVERTERS
+
+    converters = {id(fn) for fn in _CONVERTERS.values()}
+    layer_modules = [module for module in vars(layers).values() if isinstance(module, types.ModuleType)]
+    copied = {name for module in layer_modules for name, value in vars(module).items() if id(value) not in converters}
+    return frozenset({*keyword.kwlist, *dir(builtins), "self", *dir(CaffeNet(nn.Module(), fx.Graph())),
+                      *CaffeNet.CAFFE_ATTRIBUTES, *MODEL_PY_NAMES, *copied})
+
+
+class Identifiers:
+    """Unique Python identifiers made from Caffe names: only [A-Za-z0-9_], never a reserved name.
 
     Names from a model file reach generated code only in this form (or as repr'd strings), so a hostile
-    layer name cannot inject code.
+    layer name cannot inject code; the Caffe name stays in ``caffe_names``.  Linear in the number of
+    names, however many share one: each base remembers the last suffix it handed out.
     """
-    ident = re.sub(r"\W", "_", name, flags=re.ASCII) or "_"
-    if ident[0].isdigit():
-        ident = "_" + ident
-    if keyword.iskeyword(ident) or hasattr(fx.GraphModule, ident):
-        ident += "_"
-    base, n = ident, 1
-    while ident in taken:
-        n += 1
-        ident = f"{base}_{n}"
-    taken.add(ident)
-    return ident
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+        self._last_suffix: dict[str, int] = {}
+
+    def __call__(self, name: str) -> str:
+        ident = re.sub(r"\W", "_", name, flags=re.ASCII) or "_"
+        if ident[0].isdigit():
+            ident = "_" + ident
+        reserved = reserved_names()
+        while ident in reserved:
+            ident += "_"
+        base, n = ident, self._last_suffix.get(ident, 1)
+        while ident in self.taken or ident in reserved:
+            n += 1
+            ident = f"{base}_{n}"
+        self._last_suffix[base] = n
+        self.taken.add(ident)
+        return ident
 
 
 @contextlib.contextmanager
@@ -80,48 +114,75 @@ def _infer_shapes(module: nn.Module, input_shapes: Sequence[Shape]) -> list[Shap
     return [tuple(r.shape) for r in results]
 
 
+def _layer_error(layer: Layer, message: str) -> ConversionError:
+    return ConversionError(f"layer {layer.name!r} ({layer.type}): {message}")
+
+
+def _convert_layer(layer: Layer, input_shapes: list[Shape], weights: Mapping[str, Sequence[np.ndarray]] | None,
+                   random_init: bool) -> tuple[nn.Module, list[Shape], LayerContext]:
+    """The layer's module, its output shapes and the context it was converted in.  Whatever goes wrong is
+    an error naming the layer: a converter or torch failing on a malformed net must not surface as an
+    IndexError or a RuntimeError."""
+    check_counts(layer.type, layer.name, len(layer.bottoms), len(layer.tops))
+    convert = get_converter(layer.type, layer.name)
+    ctx = LayerContext(layer.message, input_shapes, len(layer.tops), None, random_init=random_init)
+    try:
+        if weights is not None and layer.name in weights:
+            ctx.blobs = [np.asarray(blob) for blob in weights[layer.name]]
+        module = convert(ctx)
+        if weights is not None:
+            ctx.check_all_blobs_used()
+    except Caffe2TorchError:
+        raise
+    except Exception as error:
+        raise _layer_error(layer, f"cannot be converted: {_describe(error)}") from error
+    if any(t.is_meta for t in [*module.parameters(), *module.buffers()]):
+        raise AssertionError(f"converter of {layer.type} left tensors on the meta device")
+    try:
+        top_shapes = _infer_shapes(module, ctx.input_shapes)
+    except Caffe2TorchError:
+        raise
+    except Exception as error:  # torch's own message says which dimension disagrees
+        shown = ", ".join(str(list(s)) for s in ctx.input_shapes)
+        raise _layer_error(layer, f"cannot run on inputs of shape {shown}: {_describe(error)}") from error
+    if len(top_shapes) != len(layer.tops):
+        raise _layer_error(layer, f"makes {len(top_shapes)} output(s) but has {len(layer.tops)} top(s)")
+    for top, shape in zip(layer.top_blobs, top_shapes):
+        problem = shape_problem(shape)
+        if problem:
+            raise _layer_error(layer, f"top {top!r} would have shape {list(shape)}: {problem}")
+    return module, top_shapes, ctx
+
+
+def _describe(error: Exception) -> str:
+    """The first line of an unexpected error, with its type when that says more than the message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def build_module(graph: NetGraph, weights: Mapping[str, Sequence[np.ndarray]] | None,
                  *, outputs: Sequence[str] | None = None, random_init: bool = False) -> CaffeNet:
     root = nn.Module()
     fx_graph = fx.Graph()
-    taken: set[str] = set()
+    identifier = Identifiers()
     caffe_names: dict[str, str] = {}
     env: dict[str, fx.Node] = {}
     shapes: dict[str, Shape] = {}
 
     for value, shape in graph.inputs:
-        env[value] = fx_graph.placeholder(identifier(graph.blob_of[value], taken))
+        env[value] = fx_graph.placeholder(identifier(graph.blob_of[value]))
         shapes[value] = shape
 
     layer_output: dict[str, fx.Node] = {}
     blob_shapes: dict[str, list[Shape]] = {}
     for layer in graph.layers:
-        blobs = None
-        if weights is not None and layer.name in weights:
-            blobs = [np.asarray(b) for b in weights[layer.name]]
-        ctx = LayerContext(layer.message, [shapes[b] for b in layer.bottoms], len(layer.tops), blobs,
-                           random_init=random_init or weights is None)
-        module = get_converter(layer.type, layer.name)(ctx)
-        if weights is not None:
-            ctx.check_all_blobs_used()
-        if any(t.is_meta for t in [*module.parameters(), *module.buffers()]):
-            raise AssertionError(f"converter of {layer.type} left tensors on the meta device")
+        module, top_shapes, ctx = _convert_layer(layer, [shapes[b] for b in layer.bottoms], weights,
+                                                 random_init=random_init or weights is None)
         if ctx.used_blobs:
             blob_shapes[layer.name] = list(ctx.used_blobs)
-        try:
-            top_shapes = _infer_shapes(module, ctx.input_shapes)
-        except ConversionError:
-            raise
-        except Exception as error:  # torch's own message says which dimension disagrees
-            shown = ", ".join(str(list(s)) for s in ctx.input_shapes)
-            raise ConversionError(f"layer {layer.name!r} ({layer.type}): cannot run on inputs of shape "
-                                  f"{shown}: {str(error).splitlines()[0]}") from None
-        if len(top_shapes) != len(layer.tops):
-            raise ConversionError(f"layer {layer.name!r} ({layer.type}) makes {len(top_shapes)} output(s) "
-                                  f"but has {len(layer.tops)} top(s)")
         if not layer.tops:
             continue  # Silence and friends: nothing downstream can see them
-        ident = identifier(layer.name, taken)
+        ident = identifier(layer.name)
         root.add_module(ident, module)
         caffe_names[ident] = layer.name
         node = fx_graph.call_module(ident, tuple(env[b] for b in layer.bottoms))

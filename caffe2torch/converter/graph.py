@@ -3,6 +3,7 @@ turned into distinct values, and the deploy inputs found."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -17,6 +18,19 @@ TRAINING_ONLY_TYPES = {
     "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss", "HDF5Output",
 }
 TEST_PHASE = 1  # caffe.Phase.TEST
+MAX_AXES = 32  # Caffe's kMaxBlobAxes
+MAX_DIM = 2**31 - 1  # Caffe holds each dimension in an int
+
+
+def shape_problem(shape: Shape) -> str | None:
+    """What makes ``shape`` unusable as a blob (Caffe's Blob::Reshape limits), or None."""
+    if len(shape) > MAX_AXES:
+        return f"a blob has at most {MAX_AXES} axes"
+    if any(d < 1 for d in shape):
+        return "every dimension must be positive"
+    if any(d > MAX_DIM for d in shape):
+        return f"a dimension exceeds {MAX_DIM}"
+    return None
 
 
 @dataclass
@@ -108,15 +122,25 @@ def build_graph(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -
         if shape is None:
             raise ConversionError(f"input {blob!r} (from {origin}) has no known shape; "
                                   f"give one with input_shape= / --input-shape")
-        inputs.append((new_value(blob), tuple(int(d) for d in shape)))
+        try:  # from the net, or from the caller's input_shape
+            shape = tuple(operator.index(d) for d in shape)
+        except TypeError:
+            raise ConversionError(f"input {blob!r} (from {origin}): shape {shape!r} is not a list of "
+                                  f"integers") from None
+        problem = shape_problem(shape)
+        if problem:
+            raise ConversionError(f"input {blob!r} (from {origin}) has shape {list(shape)}: {problem}")
+        inputs.append((new_value(blob), shape))
 
-    later_producers = _later_producers(net)
-    for message in net.layer:
+    for index, message in enumerate(net.layer):
         if not layer_included(message):
             notes.append(f"layer {message.name!r} ({message.type}) excluded from the TEST phase")
             continue
         if message.type == "Input":
             shapes = list(message.input_param.shape)
+            if len(shapes) > 1 and len(shapes) != len(message.top):
+                raise ConversionError(f"Input layer {message.name!r} gives {len(shapes)} shapes for "
+                                      f"{len(message.top)} tops: give one shape for all or one per top")
             for i, top in enumerate(message.top):
                 dims = shapes[i if len(shapes) > 1 else 0].dim if shapes else None
                 add_input(top, tuple(dims) if dims is not None else None, f"Input layer {message.name!r}")
@@ -137,7 +161,7 @@ def build_graph(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -
                 hint = ""
                 if blob in dropped_tops:
                     hint = " (it comes from a dropped data layer, e.g. a label)"
-                elif blob in later_producers.get(message.name, set()):
+                elif any(blob in later.top for later in net.layer[index:]):  # only here: once per failure
                     hint = " (only a later layer produces it: the net has a cycle or is out of order)"
                 raise ConversionError(f"layer {message.name!r} ({message.type}): bottom blob {blob!r} is not "
                                       f"produced by any earlier layer{hint}")
@@ -161,15 +185,6 @@ def _input_overrides(input_shape: Shape | dict[str, Shape] | None) -> dict[str, 
     if input_shape is None:
         return {}
     if isinstance(input_shape, dict):
-        return {name: tuple(shape) for name, shape in input_shape.items()}
-    return {"": tuple(input_shape)}
+        return dict(input_shape)
+    return {"": input_shape}
 
-
-def _later_producers(net: Any) -> dict[str, set[str]]:
-    """For each layer name, the blobs that some layer at or after it produces."""
-    result: dict[str, set[str]] = {}
-    seen: set[str] = set()
-    for message in reversed(net.layer):
-        seen = seen | set(message.top)
-        result[message.name] = seen
-    return result

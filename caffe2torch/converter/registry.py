@@ -7,13 +7,14 @@ built-in ``Axpy`` is registered::
 
     from caffe2torch.converter import register
 
-    @register("MyScale")
+    @register("MyScale", bottoms=1, tops=1)
     def my_scale(ctx):
         return MyScaleModule(ctx.blob(0, (ctx.input_shapes[0][1],)))
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -23,15 +24,24 @@ import torch
 from torch import nn
 
 from caffe2torch.errors import ConversionError
+from caffe2torch.limits import charge
 
 Shape = tuple[int, ...]
 Converter = Callable[["LayerContext"], nn.Module]
+Count = int | tuple[int, int | None]  # exactly n, or (at least, at most); at most None: no upper bound
 
 _CONVERTERS: dict[str, Converter] = {}
+_COUNTS: dict[str, tuple[Count | None, Count | None]] = {}  # type -> (bottoms, tops) its converter handles
 
 
-def register(*layer_types: str, replace: bool = False) -> Callable[[Converter], Converter]:
-    """Register ``fn`` as the converter of the given Caffe layer type(s)."""
+def register(*layer_types: str, bottoms: Count | None = None, tops: Count | None = None,
+             replace: bool = False) -> Callable[[Converter], Converter]:
+    """Register ``fn`` as the converter of the given Caffe layer type(s).
+
+    ``bottoms`` and ``tops`` declare how many the converter handles: ``n`` exactly, or ``(at_least,
+    at_most)`` with ``at_most`` None for no limit.  A layer outside them is refused, naming it, before
+    the converter runs, so a converter may index its inputs freely.  Left out: any number.
+    """
 
     def decorate(fn: Converter) -> Converter:
         for layer_type in layer_types:
@@ -39,9 +49,22 @@ def register(*layer_types: str, replace: bool = False) -> Callable[[Converter], 
                 raise ValueError(f"a converter for Caffe type {layer_type!r} is already registered "
                                  f"(pass replace=True to override it)")
             _CONVERTERS[layer_type] = fn
+            _COUNTS[layer_type] = (bottoms, tops)
         return fn
 
     return decorate
+
+
+def check_counts(layer_type: str, layer_name: str, num_bottoms: int, num_tops: int) -> None:
+    """Refuse a layer with more or fewer bottoms or tops than its converter declared."""
+    bottoms, tops = _COUNTS.get(layer_type, (None, None))
+    for what, count, found in (("bottom", bottoms, num_bottoms), ("top", tops, num_tops)):
+        if count is None:
+            continue
+        low, high = (count, count) if isinstance(count, int) else count
+        if found < low or (high is not None and found > high):
+            wanted = f"exactly {low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+            raise ConversionError(f"layer {layer_name!r} ({layer_type}): needs {wanted} {what}(s), got {found}")
 
 
 def get_converter(layer_type: str, layer_name: str) -> Converter:
@@ -94,11 +117,15 @@ class LayerContext:
         shape = tuple(int(d) for d in shape)
         if index != len(self.used_blobs):
             raise AssertionError("converters must request blobs in order")
+        if any(d < 1 for d in shape):
+            raise self.error(f"blob {index} would have shape {list(shape)}: every dimension must be positive")
         self.used_blobs.append(shape)
+        what = f"layer {self.name!r} ({self.type}): blob {index} of shape {list(shape)}"
         if self.blobs is None:
             if not self.random_init:
                 raise self.error("the weights have no blobs for this layer "
                                  "(pass random_init=True / --random-init to initialise it randomly)")
+            charge(4 * math.prod(shape), what)
             return _initial_blob(self.name, index, shape, init)
         if index >= len(self.blobs):
             raise self.error(f"blob {index} is missing: the weights hold {len(self.blobs)} blob(s), "
@@ -108,6 +135,7 @@ class LayerContext:
             legacy = (1,) * (4 - len(shape)) + shape if len(shape) <= 4 else None
             if found.ndim != 4 or tuple(found.shape) != legacy:
                 raise self.error(f"blob {index} has shape {list(found.shape)}, expected {list(shape)}")
+        charge(4 * math.prod(shape), what)  # the float32 copy below
         return torch.from_numpy(np.array(found, dtype=np.float32, copy=True).reshape(shape))
 
     def check_all_blobs_used(self) -> None:
@@ -117,11 +145,12 @@ class LayerContext:
 
 
 def _initial_blob(layer_name: str, index: int, shape: Shape, init: str) -> torch.Tensor:
-    """A deterministic initial blob: the same layer name always gets the same values."""
+    """A deterministic initial blob: the same layer name always gets the same values.  Scaled in place:
+    the caller charged the memory budget for one tensor of ``shape``."""
     if init == "zeros":
         return torch.zeros(shape)
     if init == "ones":
         return torch.ones(shape)
     generator = torch.Generator().manual_seed(zlib.crc32(f"{layer_name}/{index}".encode()))
-    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-    return torch.randn(shape, generator=generator) * (2.0 / max(fan_in, 1)) ** 0.5
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return torch.randn(shape, generator=generator).mul_((2.0 / max(fan_in, 1)) ** 0.5)

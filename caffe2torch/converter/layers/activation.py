@@ -25,22 +25,22 @@ class ReLU(nn.Module):
         return F.leaky_relu(x, self.negative_slope)
 
 
-@register("ReLU")
+@register("ReLU", bottoms=1, tops=1)
 def relu(ctx: LayerContext) -> nn.Module:
     return make(ReLU, negative_slope=float(ctx.layer.relu_param.negative_slope))
 
 
-@register("Sigmoid")
+@register("Sigmoid", bottoms=1, tops=1)
 def sigmoid(ctx: LayerContext) -> nn.Module:
     return make(nn.Sigmoid)
 
 
-@register("TanH")
+@register("TanH", bottoms=1, tops=1)
 def tanh(ctx: LayerContext) -> nn.Module:
     return make(nn.Tanh)
 
 
-@register("Dropout")
+@register("Dropout", bottoms=1, tops=1)
 def dropout(ctx: LayerContext) -> nn.Module:
     """Identity at test time: Caffe scales by 1 / (1 - ratio) while training, not at inference."""
     return make(nn.Identity)
@@ -60,7 +60,7 @@ class PReLU(nn.Module):
         return torch.clamp_min(x, 0) + slope * torch.clamp_max(x, 0)
 
 
-@register("PReLU")
+@register("PReLU", bottoms=1, tops=1)
 def prelu(ctx: LayerContext) -> nn.Module:
     shape = ctx.input_shapes[0]
     if len(shape) < 2:
@@ -82,7 +82,7 @@ class ELU(nn.Module):
         return torch.clamp_min(x, 0) + self.alpha * (torch.exp(torch.clamp_max(x, 0)) - 1)
 
 
-@register("ELU")
+@register("ELU", bottoms=1, tops=1)
 def elu(ctx: LayerContext) -> nn.Module:
     return make(ELU, alpha=float(ctx.layer.elu_param.alpha))
 
@@ -92,7 +92,7 @@ class AbsVal(nn.Module):
         return torch.abs(x)
 
 
-@register("AbsVal")
+@register("AbsVal", bottoms=1, tops=1)
 def absval(ctx: LayerContext) -> nn.Module:
     return make(AbsVal)
 
@@ -124,7 +124,7 @@ class Power(nn.Module):
         return y
 
 
-@register("Power")
+@register("Power", bottoms=1, tops=1)
 def power_layer(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.power_param
     return make(Power, power=float(p.power), scale=float(p.scale), shift=float(p.shift))
@@ -156,7 +156,7 @@ class Exp(nn.Module):
         return y if self.outer_scale == 1 else y * self.outer_scale
 
 
-@register("Exp")
+@register("Exp", bottoms=1, tops=1)
 def exp_layer(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.exp_param
     base, scale, shift = float(p.base), float(p.scale), float(p.shift)
@@ -181,7 +181,7 @@ class Log(nn.Module):
         return y if self.base_scale == 1 else y * self.base_scale
 
 
-@register("Log")
+@register("Log", bottoms=1, tops=1)
 def log_layer(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.log_param
     return make(Log, scale=float(p.scale), shift=float(p.shift), base_scale=1 / _log_base(ctx, float(p.base)))
@@ -194,7 +194,7 @@ class BNLL(nn.Module):
         return torch.where(x > 0, x + torch.log1p(torch.exp(-x)), torch.log1p(torch.exp(x)))
 
 
-@register("BNLL")
+@register("BNLL", bottoms=1, tops=1)
 def bnll(ctx: LayerContext) -> nn.Module:
     return make(BNLL)
 
@@ -210,7 +210,7 @@ class Threshold(nn.Module):
         return (x > self.threshold).to(x.dtype)
 
 
-@register("Threshold")
+@register("Threshold", bottoms=1, tops=1)
 def threshold(ctx: LayerContext) -> nn.Module:
     return make(Threshold, threshold=float(ctx.layer.threshold_param.threshold))
 
@@ -226,7 +226,7 @@ class Clip(nn.Module):
         return torch.clamp(x, self.low, self.high)
 
 
-@register("Clip")
+@register("Clip", bottoms=1, tops=1)
 def clip(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.clip_param
     if not p.HasField("min") or not p.HasField("max"):
@@ -247,6 +247,6 @@ class Swish(nn.Module):
         return x * torch.sigmoid(x if self.beta == 1 else x * self.beta)
 
 
-@register("Swish")
+@register("Swish", bottoms=1, tops=1)
 def swish(ctx: LayerContext) -> nn.Module:
     return make(Swish, beta=float(ctx.layer.swish_param.beta))

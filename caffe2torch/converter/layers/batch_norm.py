@@ -33,7 +33,7 @@ class BatchNorm(nn.Module):
         return (x - mean.view(view)) / torch.sqrt(var + self.eps).view(view)
 
 
-@register("BatchNorm")
+@register("BatchNorm", bottoms=1, tops=1)
 def batch_norm(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.batch_norm_param
     shape = ctx.input_shapes[0]
@@ -47,8 +47,8 @@ def batch_norm(ctx: LayerContext) -> nn.Module:
     mean = ctx.blob(0, (channels,), init="zeros")
     var = ctx.blob(1, (channels,), init="ones")
     factor = ctx.blob(2, (1,), init="ones")
-    # Caffe: scale = factor == 0 ? 0 : 1 / factor, in float32, then blob * scale.
+    # Caffe: scale = factor == 0 ? 0 : 1 / factor, in float32, then blob * scale (in place: no second copy).
     scale = torch.zeros(1) if factor.item() == 0 else torch.ones(1) / factor
-    module.mean = mean * scale
-    module.var = var * scale
+    module.mean = mean.mul_(scale)
+    module.var = var.mul_(scale)
     return module

@@ -11,7 +11,15 @@ _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
-def _geometry(ctx: LayerContext) -> dict:
+def _output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, transposed: bool) -> int:
+    """Caffe's BaseConvolutionLayer::compute_output_shape for one axis (as torch computes it)."""
+    extent = dilation * (kernel - 1) + 1
+    if transposed:
+        return stride * (size - 1) + extent - 2 * pad
+    return (size + 2 * pad - extent) // stride + 1
+
+
+def _geometry(ctx: LayerContext, transposed: bool) -> dict:
     p = ctx.layer.convolution_param
     shape = ctx.input_shapes[0]
     axis = canonical_axis(ctx, p.axis, len(shape))
@@ -32,8 +40,15 @@ def _geometry(ctx: LayerContext) -> dict:
         raise ctx.error(str(error)) from None
     if 0 in kernel:
         raise ctx.error("kernel size must be given and positive")
+    if 0 in stride or 0 in dilation:
+        raise ctx.error(f"stride {stride} and dilation {dilation} must be positive")
+    if p.num_output < 1:
+        raise ctx.error(f"num_output must be positive, got {p.num_output}")
+    if any(_output_size(*axis, transposed) < 1 for axis in zip(shape[2:], kernel, stride, pad, dilation)):
+        raise ctx.error(f"kernel {kernel}, stride {stride}, pad {pad} and dilation {dilation} leave no output "
+                        f"for an input of {list(shape[2:])}")
     channels = shape[1]
-    if channels % p.group or p.num_output % p.group:
+    if p.group < 1 or channels % p.group or p.num_output % p.group:
         raise ctx.error(f"group {p.group} does not divide the {channels} input and "
                         f"{p.num_output} output channels")
     return dict(channels=channels, spatial=spatial, kernel=kernel, stride=stride, padding=pad,
@@ -41,7 +56,7 @@ def _geometry(ctx: LayerContext) -> dict:
 
 
 def _convolution(ctx: LayerContext, classes: dict, transposed: bool) -> nn.Module:
-    g = _geometry(ctx)
+    g = _geometry(ctx, transposed)
     module = make(classes[g["spatial"]], in_channels=g["channels"], out_channels=g["num_output"],
                   kernel_size=g["kernel"], stride=g["stride"], padding=g["padding"],
                   dilation=g["dilation"], groups=g["groups"], bias=g["bias"])
@@ -53,13 +68,13 @@ def _convolution(ctx: LayerContext, classes: dict, transposed: bool) -> nn.Modul
     return module
 
 
-@register("Convolution")
+@register("Convolution", bottoms=1, tops=1)
 def convolution(ctx: LayerContext) -> nn.Module:
     """Caffe's convolution rounds its output size down, like torch; ``bias_term`` defaults to true."""
     return _convolution(ctx, _CONV, transposed=False)
 
 
-@register("Deconvolution")
+@register("Deconvolution", bottoms=1, tops=1)
 def deconvolution(ctx: LayerContext) -> nn.Module:
     """Caffe stores deconvolution weights as (input channels, outputs / group, kernel...), as torch does."""
     return _convolution(ctx, _DECONV, transposed=True)

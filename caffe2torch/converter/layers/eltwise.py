@@ -33,13 +33,11 @@ class Eltwise(nn.Module):
         return y
 
 
-@register("Eltwise")
+@register("Eltwise", bottoms=(2, None), tops=1)
 def eltwise(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.eltwise_param
     operation = type(p).EltwiseOp.Name(p.operation)
     shapes = ctx.input_shapes
-    if len(shapes) < 2:
-        raise ctx.error("needs at least two bottoms")
     if any(s != shapes[0] for s in shapes[1:]):
         raise ctx.error(f"bottoms have different shapes: {[list(s) for s in shapes]}")
     if p.coeff and operation != "SUM":
@@ -61,10 +59,8 @@ class Axpy(nn.Module):
         return a.reshape(a.shape[0], a.shape[1], *([1] * (x.dim() - 2))) * x + y
 
 
-@register("Axpy")
+@register("Axpy", bottoms=3, tops=1)
 def axpy(ctx: LayerContext) -> nn.Module:
-    if len(ctx.input_shapes) != 3:
-        raise ctx.error(f"needs three bottoms (a, x, y), got {len(ctx.input_shapes)}")
     a, x, y = ctx.input_shapes
     if x != y:
         raise ctx.error(f"x and y differ in shape: {list(x)} vs {list(y)}")

@@ -11,6 +11,7 @@ from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make
 from caffe2torch.converter.registry import LayerContext, register
+from caffe2torch.limits import charge
 
 
 class InnerProduct(nn.Linear):
@@ -24,15 +25,19 @@ class InnerProduct(nn.Linear):
         return super().forward(x.flatten(self.axis))
 
 
-@register("InnerProduct")
+@register("InnerProduct", bottoms=1, tops=1)
 def inner_product(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.inner_product_param
+    if p.num_output < 1:
+        raise ctx.error(f"num_output must be positive, got {p.num_output}")
     shape = ctx.input_shapes[0]
     axis = canonical_axis(ctx, p.axis, len(shape))
     k = math.prod(shape[axis:])
     module = make(InnerProduct, in_features=k, out_features=p.num_output, bias=p.bias_term, axis=axis)
     if p.transpose:
-        module.weight = nn.Parameter(ctx.blob(0, (k, p.num_output)).t().contiguous())
+        stored = ctx.blob(0, (k, p.num_output))
+        charge(4 * k * p.num_output, f"layer {ctx.name!r} ({ctx.type}): the transposed weight")
+        module.weight = nn.Parameter(stored.t().contiguous())
     else:
         module.weight = nn.Parameter(ctx.blob(0, (p.num_output, k)))
     if p.bias_term:
@@ -54,7 +59,7 @@ class Embed(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-@register("Embed")
+@register("Embed", bottoms=1, tops=1)
 def embed(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.embed_param
     if p.num_output < 1 or p.input_dim < 1:

@@ -41,7 +41,7 @@ class LRN(nn.Module):
         return x * torch.pow(scale, -self.beta)
 
 
-@register("LRN")
+@register("LRN", bottoms=1, tops=1)
 def lrn(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.lrn_param
     shape = ctx.input_shapes[0]
@@ -76,7 +76,7 @@ class MVN(nn.Module):
         return centered.reshape(x.shape)
 
 
-@register("MVN")
+@register("MVN", bottoms=1, tops=1)
 def mvn(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.mvn_param
     shape = ctx.input_shapes[0]

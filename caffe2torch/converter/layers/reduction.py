@@ -44,7 +44,7 @@ class ArgMax(nn.Module):
         return torch.stack(parts, 1).reshape(x.shape[0], len(parts), self.top_k, *([1] * (x.dim() - 3)))
 
 
-@register("ArgMax")
+@register("ArgMax", bottoms=1, tops=1)
 def argmax(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.argmax_param
     shape = ctx.input_shapes[0]
@@ -77,7 +77,7 @@ class Reduction(nn.Module):
         return total if coeff == 1 else total * coeff
 
 
-@register("Reduction")
+@register("Reduction", bottoms=1, tops=1)
 def reduction(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.reduction_param
     axis = canonical_axis(ctx, p.axis, len(ctx.input_shapes[0]))

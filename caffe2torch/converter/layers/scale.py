@@ -65,7 +65,7 @@ def broadcast_shape(ctx: LayerContext, axis: int, num_axes: int) -> tuple[Shape,
     return tuple(operand), view
 
 
-@register("Scale")
+@register("Scale", bottoms=(1, 2), tops=1)
 def scale(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.scale_param
     operand, view = broadcast_shape(ctx, p.axis, p.num_axes)
@@ -81,7 +81,7 @@ def scale(ctx: LayerContext) -> nn.Module:
     return module
 
 
-@register("Bias")
+@register("Bias", bottoms=(1, 2), tops=1)
 def bias(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.bias_param
     operand, view = broadcast_shape(ctx, p.axis, p.num_axes)

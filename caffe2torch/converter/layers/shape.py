@@ -18,7 +18,7 @@ class Concat(nn.Module):
         return torch.cat(xs, self.axis)
 
 
-@register("Concat")
+@register("Concat", bottoms=(1, None), tops=1)
 def concat(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.concat_param
     ndim = len(ctx.input_shapes[0])
@@ -42,7 +42,7 @@ class Split(nn.Module):
         return (x,) * self.count
 
 
-@register("Split")
+@register("Split", bottoms=1, tops=(1, None))
 def split(ctx: LayerContext) -> nn.Module:
     if ctx.num_tops == 1:
         return make(nn.Identity)
@@ -58,7 +58,7 @@ class Flatten(nn.Module):
         return x.flatten(self.axis, self.end_axis)
 
 
-@register("Flatten")
+@register("Flatten", bottoms=1, tops=1)
 def flatten(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.flatten_param
     ndim = len(ctx.input_shapes[0])
@@ -77,10 +77,10 @@ class Reshape(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         end = x.dim() if self.end < 0 else self.end
         middle = [x.shape[self.start + i] if d == 0 else d for i, d in enumerate(self.dims)]
-        return x.reshape(*x.shape[:self.start], *middle, *x.shape[end:])
+        return x.reshape((*x.shape[:self.start], *middle, *x.shape[end:]))  # a tuple: () is a valid shape
 
 
-@register("Reshape")
+@register("Reshape", bottoms=1, tops=1)
 def reshape(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.reshape_param
     shape = ctx.input_shapes[0]
@@ -111,7 +111,7 @@ class Silence(nn.Module):
         return ()
 
 
-@register("Silence")
+@register("Silence", bottoms=(1, None), tops=0)
 def silence(ctx: LayerContext) -> nn.Module:
     return make(Silence)
 
@@ -134,7 +134,7 @@ class Slice(nn.Module):
         return parts[0] if len(parts) == 1 else parts
 
 
-@register("Slice")
+@register("Slice", bottoms=1, tops=(1, None))
 def slice_layer(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.slice_param
     shape = ctx.input_shapes[0]
@@ -172,10 +172,8 @@ class Crop(nn.Module):
         return x
 
 
-@register("Crop")
+@register("Crop", bottoms=2, tops=1)
 def crop(ctx: LayerContext) -> nn.Module:
-    if len(ctx.input_shapes) != 2:
-        raise ctx.error(f"needs two bottoms (data, reference for the size), got {len(ctx.input_shapes)}")
     p = ctx.layer.crop_param
     shape, reference = ctx.input_shapes
     axis = canonical_axis(ctx, p.axis, len(shape))
@@ -209,7 +207,7 @@ class Tile(nn.Module):
         return x.repeat(repeats)
 
 
-@register("Tile")
+@register("Tile", bottoms=1, tops=1)
 def tile(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.tile_param
     if not p.HasField("tiles"):

@@ -18,6 +18,6 @@ class Softmax(nn.Module):
         return torch.softmax(x, self.axis)
 
 
-@register("Softmax")
+@register("Softmax", bottoms=1, tops=1)
 def softmax(ctx: LayerContext) -> nn.Module:
     return make(Softmax, axis=canonical_axis(ctx, ctx.layer.softmax_param.axis, len(ctx.input_shapes[0])))
