@@ -423,3 +423,13 @@ def test_a_directory_for_a_model_file_is_a_format_error(tmp_path: Path) -> None:
     for reader in (read_weights, read_blob, read_prototxt):
         with pytest.raises(CaffeFormatError, match=rf"^{tmp_path}: .*directory"):
             reader(tmp_path)
+
+
+def test_hdf5_names_that_are_not_utf8_or_not_blob_indices_are_refused(tmp_path: Path) -> None:
+    bad_layer = hdf5_model(tmp_path / "layer.h5", lambda group: group.parent.create_group(b"\xff\xfe"))
+    with pytest.raises(CaffeFormatError, match=r"layer name b'\\xff\\xfe' in data/ is not valid UTF-8"):
+        read_weights(bad_layer)
+    for key in (b"\xff", "00", "\u0661"):  # not UTF-8; not how Caffe writes 0; an Arabic-Indic digit one
+        path = hdf5_model(tmp_path / "blob.h5", lambda group: group.create_dataset(key, data=SECRET))
+        with pytest.raises(CaffeFormatError, match=r"layer 'ip': unexpected .* in data/ip"):
+            read_weights(path)

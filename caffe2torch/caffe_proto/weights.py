@@ -671,6 +671,8 @@ def _read_hdf5(path: Path) -> Weights:
                     "(Net::ToHDF5 writes data/<layer>/<blob index>)"
                 )
             for layer_name in data:  # names only: nothing is opened yet
+                if not isinstance(layer_name, str):  # h5py hands out names that are not UTF-8 as bytes
+                    raise CaffeFormatError(f"{path}: layer name {layer_name!r} in data/ is not valid UTF-8")
                 group = _open_hard_link(path, data, layer_name, f"data/{layer_name}")
                 if not isinstance(group, h5py.Group):
                     raise CaffeFormatError(f"{path}: data/{layer_name} is not a group of blobs")
@@ -712,12 +714,15 @@ def _read_hdf5_layer(path: Path, layer_name: str, group, h5py) -> list[np.ndarra
     by_index: dict[int, np.ndarray] = {}
     for key in group:
         where = f"{path}: layer {layer_name!r} blob {key}"
+        unexpected = CaffeFormatError(
+            f"{path}: layer {layer_name!r}: unexpected {key!r} in data/{layer_name} "
+            "(Caffe stores a layer's blobs as datasets named 0, 1, ...)"
+        )
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and str(int(key)) == key):
+            raise unexpected
         dataset = _open_hard_link(path, group, key, f"layer {layer_name!r} blob data/{layer_name}/{key}")
-        if not (key.isascii() and key.isdigit() and str(int(key)) == key) or not isinstance(dataset, h5py.Dataset):
-            raise CaffeFormatError(
-                f"{path}: layer {layer_name!r}: unexpected {key!r} in data/{layer_name} "
-                "(Caffe stores a layer's blobs as datasets named 0, 1, ...)"
-            )
+        if not isinstance(dataset, h5py.Dataset):
+            raise unexpected
         problem = _hdf5_dataset_problem(dataset, h5py)
         if problem is not None:
             raise CaffeFormatError(f"{where}: {problem}")
