@@ -51,10 +51,12 @@ def test_100000_nested_groups_are_skipped_in_linear_time() -> None:
     assert time.perf_counter() - started < 5
 
 
-def test_nested_groups_in_a_layer_are_a_clean_error(tmp_path: Path) -> None:
-    layer = len_field(1, b"deep") + nested_groups(100_000)
-    path = write(tmp_path / "m.caffemodel", len_field(100, layer))
-    with pytest.raises(CaffeFormatError, match=rf"^{path}: layer 'deep' \(#0\): "):
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_nested_groups_in_a_layer_are_a_clean_error_naming_it(tmp_path: Path, depth: int) -> None:
+    layer = len_field(1, b"deep") + nested_groups(depth)
+    path = write(tmp_path / "m.caffemodel", len_field(100, len_field(1, b"fine")) + len_field(100, layer))
+    with pytest.raises(CaffeFormatError, match=rf"^{path}: layer 'deep' \(#1\): corrupt layer parameters .*"
+                       r"nested deeper than its limit of 100 levels\) \(byte offset 9\)$"):
         read_weights(path)
 
 

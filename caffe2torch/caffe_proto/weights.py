@@ -368,11 +368,17 @@ class _CaffemodelReader:
     def _locate_decode_error(self, layers: list[_ScannedLayer]) -> CaffeFormatError:
         """Protobuf does not say where it failed: find the layer whose parameters do not parse."""
         for layer in layers:
-            message_type = caffe_pb2.V1LayerParameter if layer.v1 else caffe_pb2.LayerParameter
+            # Parsed inside a net, as in the file, so that protobuf's nesting limit counts the same.
+            number = _NET_V1_LAYERS if layer.v1 else _NET_LAYER
             try:
-                message_type.FromString(layer.stripped)
-            except DecodeError as error:
-                return self._error(f"corrupt layer parameters: {error}", layer.start, layer)
+                caffe_pb2.NetParameter.FromString(encode_len_prefix(number, len(layer.stripped)) + layer.stripped)
+            except DecodeError:
+                return self._error(
+                    "corrupt layer parameters (protobuf cannot parse them: malformed, or nested deeper "
+                    "than its limit of 100 levels)",
+                    layer.start,
+                    layer,
+                )
         return CaffeFormatError(f"{self.path}: corrupt net parameters outside the layers")
 
 
