@@ -1,8 +1,9 @@
 """Read Caffe's text prototxt into an upgraded `NetParameter`, with errors that point at file:line:col.
 
 Forks of Caffe add their own fields. Caffe itself would refuse such a file; we read it anyway,
-dropping each unknown field with a warning that names its layer, because the fields a fork adds
-rarely matter for inference and the user can judge from the warning. Everything else that Caffe's
+dropping each unknown field with a warning (one per layer type and field) that names its layers
+and line, because the fields a fork adds rarely matter for inference and the user can judge from
+the warning. Everything else that Caffe's
 parser rejects (bad syntax, unknown enum values, values of the wrong type, missing required
 fields) is a CaffeFormatError.
 """
@@ -13,7 +14,6 @@ import os
 import stat
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import text_format
@@ -117,7 +117,8 @@ def _warn_unknown(filename: str, net: caffe_pb2.NetParameter, unknown_fields: li
             if field.name not in warned_net_fields:
                 warned_net_fields.add(field.name)
                 warnings.warn(
-                    f'{filename}:{location}: unknown net field "{field.name}" ignored (not in caffe2torch\'s schema)',
+                    f'{filename}:{location}: unknown net field "{field.name}" ignored '
+                    "(not in caffe2torch's schema)",
                     CaffeFormatWarning,
                     stacklevel=3,  # the caller of parse_prototxt
                 )

@@ -237,7 +237,8 @@ class _CaffemodelReader:
                 except (WireError, _BlobError) as error:
                     raise self._error(error.message, error.offset, layer, blob_index) from None
                 except ResourceLimitError as error:
-                    raise ResourceLimitError(f"{self.path}: {layer.display_name} blob {blob_index}: {error}") from None
+                    where = f"{self.path}: {layer.display_name} blob {blob_index}"
+                    raise ResourceLimitError(f"{where}: {error}") from None
             # A name given twice: Caffe copies both in turn, so the later one is what stays.
             blobs[name] = arrays
         return Weights(self.path, blobs, net, layer_types)
