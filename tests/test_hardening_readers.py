@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from caffe2torch.caffe_proto import CaffeFormatWarning, read_prototxt
+from caffe2torch.caffe_proto import CaffeFormatWarning, caffe_pb2, read_prototxt, upgrade_net
 from caffe2torch.caffe_proto.weights import read_blob, read_weights
 from caffe2torch.caffe_proto.wire import EGROUP, SGROUP, encode_key, encode_len_prefix, encode_varint, read_field
 from caffe2torch.errors import CaffeFormatError, ResourceLimitError
@@ -114,6 +114,21 @@ def test_v1_layer_name_and_net_name_not_utf8(tmp_path: Path) -> None:
     net = write(tmp_path / "net.caffemodel", len_field(1, BAD_UTF8) + len_field(100, len_field(1, b"r")))
     with pytest.raises(CaffeFormatError, match=r"string field name is not valid UTF-8 \(byte offset 2\)$"):
         read_weights(net)
+
+
+@pytest.mark.parametrize(
+    ("net_bytes", "field"),
+    [
+        (len_field(2, len_field(1, len_field(1, BAD_UTF8) + len_field(2, b"conv"))), r"layers\[0\]\.layer\.name"),
+        (len_field(2, len_field(1, len_field(1, b"c") + len_field(2, BAD_UTF8))), r"layers\[0\]\.layer\.type"),
+        (len_field(100, len_field(1, b"r")) + len_field(100, len_field(4, BAD_UTF8)), r"layer\[1\]\.top\[0\]"),
+    ],
+    ids=["v0_name", "v0_type", "top"],
+)
+def test_upgrade_net_refuses_a_net_parsed_elsewhere_with_non_utf8_strings(net_bytes: bytes, field: str) -> None:
+    net = caffe_pb2.NetParameter.FromString(net_bytes)  # protobuf itself does not check proto2 strings
+    with pytest.raises(CaffeFormatError, match=rf"^model\.caffemodel: string field {field} is not valid UTF-8$"):
+        upgrade_net(net, source="model.caffemodel")
 
 
 # --- 3. blob shapes Caffe's Blob::Reshape refuses ---------------------------------------------------

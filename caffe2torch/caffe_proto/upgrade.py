@@ -128,6 +128,9 @@ def upgrade_net(net: caffe_pb2.NetParameter, *, source: str = "net") -> caffe_pb
 
     `source` names the file in errors and warnings.
     """
+    bad_string = _non_utf8_string(net, "")
+    if bad_string is not None:
+        raise CaffeFormatError(f"{source}: string field {bad_string} is not valid UTF-8")
     upgraded = caffe_pb2.NetParameter()
     upgraded.CopyFrom(net)
     if any(layer.HasField("layer") for layer in upgraded.layers):
@@ -195,6 +198,33 @@ def layer_type_and_name(layer: caffe_pb2.LayerParameter | caffe_pb2.V1LayerParam
     if layer.HasField("layer"):
         return layer.layer.type, layer.name or layer.layer.name
     return _V1_TYPES.get(layer.type, ""), layer.name
+
+
+def _non_utf8_string(message, path: str) -> str | None:
+    """The path (``layers[2].layer.name``) of a string field holding bytes that are not UTF-8, if any.
+
+    Protobuf parses binary strings without checking them (proto2) and hands them out as ``bytes``, or
+    raises on access, depending on the implementation. read_weights checks on the wire; this check
+    covers nets that callers parsed themselves. Blobs hold no strings and are skipped.
+    """
+    try:
+        fields = message.ListFields()
+    except UnicodeDecodeError:
+        return path or message.DESCRIPTOR.name
+    for descriptor, value in fields:
+        if descriptor.message_type is caffe_pb2.BlobProto.DESCRIPTOR:
+            continue
+        for index, item in enumerate(value if descriptor.is_repeated else [value]):
+            where = f"{path}.{descriptor.name}" if path else descriptor.name
+            if descriptor.is_repeated:
+                where += f"[{index}]"
+            if descriptor.message_type is not None:
+                found = _non_utf8_string(item, where)
+                if found is not None:
+                    return found
+            elif isinstance(item, bytes) and descriptor.type == descriptor.TYPE_STRING:
+                return where
+    return None
 
 
 def _warn(source: str, message: str) -> None:
