@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -156,6 +157,16 @@ def test_unexpected_errors_become_conversion_errors_that_keep_the_cause(failing_
                                               r"\[1, 4, 8, 8\]: ZeroDivisionError") as error:
         convert_random(net(layer("odd", in_forward, ["data"], ["out"])))
     assert isinstance(error.value.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.parametrize("blob, message", [
+    (np.ones(2, np.complex64), "blob 0 holds complex64 values, not real numbers"),
+    (np.array(["1", "2"]), "blob 0 holds <U1 values, not real numbers"),
+    ([[1.0], [1.0, 2.0]], "cannot be converted: ValueError"),  # ragged: numpy refuses it
+])
+def test_blobs_that_are_not_arrays_of_numbers(blob, message: str) -> None:
+    with pytest.raises(ConversionError, match=rf"layer 'prelu' \(PReLU\): {re.escape(message)}"):
+        convert(net(layer("prelu", "PReLU", ["data"], ["prelu"]), shape=(1, 2)), {"prelu": [blob]})
 
 
 # --- 3. reserved names ----------------------------------------------------------------------------------------

@@ -131,6 +131,8 @@ class LayerContext:
             raise self.error(f"blob {index} is missing: the weights hold {len(self.blobs)} blob(s), "
                              f"expected shape {list(shape)}")
         found = self.blobs[index]
+        if found.dtype.kind not in "biuf":  # complex, strings, objects: nothing float32 can hold
+            raise self.error(f"blob {index} holds {found.dtype} values, not real numbers")
         if tuple(found.shape) != shape:
             legacy = (1,) * (4 - len(shape)) + shape if len(shape) <= 4 else None
             if found.ndim != 4 or tuple(found.shape) != legacy:
