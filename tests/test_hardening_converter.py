@@ -88,6 +88,7 @@ def test_bottom_and_top_counts_are_checked_before_the_converter_runs(type_, bott
     ("Pooling", "kernel_size: 2 stride: 0", r"stride \(0, 0\) must be positive"),
     ("Pooling", "kernel_size: 9", r"kernel \(9, 9\) is larger than the input \[8, 8\] padded by \(0, 0\)"),
     ("InnerProduct", "num_output: 0", "num_output must be positive, got 0"),
+    ("LRN", "local_size: 4294967295", "local_size 4294967295 exceeds 2147483647"),
 ])
 def test_bad_parameters_are_refused_naming_the_layer(type_: str, params: str, message: str) -> None:
     field = {"Deconvolution": "convolution", "InnerProduct": "inner_product"}.get(type_, type_.lower())
@@ -317,6 +318,18 @@ def test_non_finite_parameters_export_and_import(tmp_path: Path) -> None:
     expected, actual = model(x), standalone(x)
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, equal_nan=True)
+
+
+def test_transposed_single_output_inner_product_exports_bit_for_bit() -> None:
+    body = layer("ip", "InnerProduct", ["data"], ["ip"], "inner_product_param { num_output: 1 axis: 0 transpose: true }")
+    model = convert_random(net(body, shape=(8, 3, 6, 8)))
+    assert model.ip.weight.stride() == (1152, 1)  # as load_state_dict leaves it in model.py, not (1, 1)
+    namespace: dict = {}
+    exec(compile(generate_code(model), "model.py", "exec"), namespace)
+    standalone = namespace["Net"]()
+    standalone.load_state_dict(model.state_dict())
+    x = torch.randn(8, 3, 6, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(standalone(x), model(x))
 
 
 def test_export_refuses_an_argument_that_is_not_plain_data() -> None:

@@ -37,7 +37,9 @@ def inner_product(ctx: LayerContext) -> nn.Module:
     if p.transpose:
         stored = ctx.blob(0, (k, p.num_output))
         charge(4 * k * p.num_output, f"layer {ctx.name!r} ({ctx.type}): the transposed weight")
-        module.weight = nn.Parameter(stored.t().contiguous())
+        # clone, not contiguous(): a [1, K] view of [K, 1] counts as contiguous with strides (1, 1), and
+        # Linear's kernel, chosen by strides, would round differently from the exported model.py
+        module.weight = nn.Parameter(stored.t().clone(memory_format=torch.contiguous_format))
     else:
         module.weight = nn.Parameter(ctx.blob(0, (p.num_output, k)))
     if p.bias_term:

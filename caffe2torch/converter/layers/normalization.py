@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caffe2torch.converter.graph import MAX_DIM
 from caffe2torch.converter.layers.common import make
 from caffe2torch.converter.registry import LayerContext, register
 
@@ -49,6 +50,8 @@ def lrn(ctx: LayerContext) -> nn.Module:
         raise ctx.error(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
     if p.local_size % 2 != 1:
         raise ctx.error(f"local_size {p.local_size} is even; Caffe's LRN supports only odd sizes")
+    if p.local_size > MAX_DIM:
+        raise ctx.error(f"local_size {p.local_size} exceeds {MAX_DIM}, the largest Caffe holds")
     region = type(p).NormRegion.Name(p.norm_region)
     return make(LRN, size=int(p.local_size), alpha=float(p.alpha), beta=float(p.beta), k=float(p.k),
                 across_channels=region == "ACROSS_CHANNELS")
