@@ -180,9 +180,12 @@ def test_identifiers_avoid_every_name_the_module_or_model_py_uses() -> None:
                  "load", "NET_NAME", "CAFFE_NAMES", "INPUTS", "INPUT_SHAPES", "Pooling", "caffe_pool2d"):
         assert name in reserved
     identifier = Identifiers()
-    made = [identifier(name) for name in ("training", "training", "training_", "1x", "a b", "", "é", "self")]
-    assert made == ["training_", "training__2", "training__3", "_1x", "a_b", "_", "__2", "self_"]
+    names = ("training", "training", "training_", "1x", "a b", "", "é", "self", "__init__", "__x", "__x")
+    made = [identifier(name) for name in names]
+    assert made == ["training_", "training_2", "training_3", "_1x", "a_b", "_", "_2", "self_", "_init__", "_x",
+                    "_x_2"]
     assert not set(made) & reserved and all(name.isidentifier() for name in made)
+    assert not any(name.startswith("__") for name in made)  # self.__x in class Net would be name-mangled
 
 
 def test_same_names_are_numbered_in_linear_time() -> None:
@@ -356,14 +359,15 @@ def prototxt_string(text: str) -> str:
 
 
 def hostile_net() -> str:
-    """Two inputs and a chain of layers, every input, layer and top named by one of HOSTILE_NAMES."""
+    """Two inputs and a chain of layers with parameters (so that a submodule name export got wrong shows in
+    the state dict), every input, layer and top named by one of HOSTILE_NAMES."""
     first, second = HOSTILE_NAMES[:2]
     lines = [f"layer {{ name: {prototxt_string(name)} type: \"Input\" top: {prototxt_string(name)} "
              f"input_param {{ shape {{ dim: 2 dim: 3 }} }} }}" for name in (first, second)]
     previous = first
-    for i, name in enumerate(HOSTILE_NAMES[2:]):
-        lines.append(f"layer {{ name: {prototxt_string(name)} type: \"Power\" bottom: {prototxt_string(previous)} "
-                     f"top: {prototxt_string(name)} power_param {{ scale: {1 + i / 8} shift: 0.25 }} }}")
+    for name in HOSTILE_NAMES[2:]:
+        lines.append(f"layer {{ name: {prototxt_string(name)} type: \"PReLU\" bottom: {prototxt_string(previous)} "
+                     f"top: {prototxt_string(name)} }}")
         previous = name
     lines.append(f"layer {{ name: \"join\" type: \"Eltwise\" bottom: {prototxt_string(previous)} "
                  f"bottom: {prototxt_string(second)} top: \"joined\" }}")

@@ -63,8 +63,10 @@ class Identifiers:
     """Unique Python identifiers made from Caffe names: only [A-Za-z0-9_], never a reserved name.
 
     Names from a model file reach generated code only in this form (or as repr'd strings), so a hostile
-    layer name cannot inject code; the Caffe name stays in ``caffe_names``.  Linear in the number of
-    names, however many share one: each base remembers the last suffix it handed out.
+    layer name cannot inject code; the Caffe name stays in ``caffe_names``.  Never two leading
+    underscores: ``self.__x`` inside the exported ``class Net`` would be name-mangled, and its state dict
+    would not load.  Linear in the number of names, however many share one: each base remembers the last
+    suffix it handed out.
     """
 
     def __init__(self) -> None:
@@ -75,13 +77,15 @@ class Identifiers:
         ident = re.sub(r"\W", "_", name, flags=re.ASCII) or "_"
         if ident[0].isdigit():
             ident = "_" + ident
+        ident = re.sub(r"^__+", "_", ident)
         reserved = reserved_names()
         while ident in reserved:
             ident += "_"
         base, n = ident, self._last_suffix.get(ident, 1)
+        separator = "" if base.endswith("_") else "_"
         while ident in self.taken or ident in reserved:
             n += 1
-            ident = f"{base}_{n}"
+            ident = f"{base}{separator}{n}"
         self._last_suffix[base] = n
         self.taken.add(ident)
         return ident
