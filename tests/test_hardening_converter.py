@@ -170,6 +170,16 @@ def test_blobs_that_are_not_arrays_of_numbers(blob, message: str) -> None:
         convert(net(layer("prelu", "PReLU", ["data"], ["prelu"]), shape=(1, 2)), {"prelu": [blob]})
 
 
+def test_summary_of_a_net_whose_reshape_spells_out_the_batch() -> None:
+    from caffe2torch.converter.summary import summarize
+
+    body = [layer("r", "Reshape", ["data"], ["r"], "reshape_param { shape { dim: 4 dim: 3 } }"),
+            layer("ip", "InnerProduct", ["r"], ["ip"], "inner_product_param { num_output: 2 }")]
+    summary = summarize(net(*body, shape=(2, 6)))  # MACs at batch 1 were a RuntimeError from torch
+    assert summary["conversion_error"] is None
+    assert summary["macs"] == 4 * 3 * 2 // 2  # the batch of 2 as given, per sample
+
+
 # --- 3. reserved names ----------------------------------------------------------------------------------------
 
 

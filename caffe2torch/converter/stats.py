@@ -38,8 +38,10 @@ def _macs_of_call(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: t
 def count_macs(model: nn.Module, input_shapes: Sequence[Sequence[int]]) -> int:
     """Multiply-accumulates of one forward pass of one sample through ``model``'s convolutions and linears.
 
-    ``input_shapes`` are the shapes of the forward's positional inputs; their first dimension is the batch
-    and is replaced by 1.  The pass runs on meta tensors: nothing is computed or allocated.
+    ``input_shapes`` are the shapes of the forward's positional inputs; the first dimension of the first
+    is the batch, and the count for the whole batch is divided by it.  (Running at batch 1 instead would
+    fail on a net whose Reshape spells out the batch.)  The pass runs on meta tensors: nothing is
+    computed or allocated.
     """
     total = 0
 
@@ -50,10 +52,11 @@ def count_macs(model: nn.Module, input_shapes: Sequence[Sequence[int]]) -> int:
     counted = (*CONVOLUTIONS, *TRANSPOSED_CONVOLUTIONS, nn.Linear)
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     try:
-        inputs = tuple(torch.empty((1, *shape[1:]), device="meta") for shape in input_shapes)
+        inputs = tuple(torch.empty(tuple(shape), device="meta") for shape in input_shapes)
         with on_meta(model), torch.no_grad():
             model(*inputs)
     finally:
         for handle in handles:
             handle.remove()
-    return total
+    batch = input_shapes[0][0] if input_shapes and len(input_shapes[0]) else 1
+    return total // batch
