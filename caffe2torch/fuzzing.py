@@ -356,10 +356,15 @@ def _hostile_hdf5(rng: random.Random, workdir: Path) -> bytes:
     with h5py.File(path, "w") as file:
         data = file.create_group("data") if rng.random() < 0.95 else file
         for layer in range(rng.randrange(1, 4)):
-            group = data.create_group(rng.choice(["conv1", "fc", "bn1", f"x{layer}", "scale1"]) + f"{layer}"
-                                      if rng.random() < 0.2 else ["conv1", "bn1", "scale1", "fc"][layer % 4])
+            group_name = (rng.choice(["conv1", "fc", "bn1", f"x{layer}", "scale1"]) + f"{layer}"
+                          if rng.random() < 0.2 else ["conv1", "bn1", "scale1", "fc"][layer % 4])
+            if group_name in data:
+                continue
+            group = data.create_group(group_name)
             for blob in range(rng.randrange(0, 4)):
                 name = str(blob) if rng.random() < 0.9 else rng.choice(["a", "-1", "10", "01"])
+                if name in group:
+                    continue
                 shape = tuple(rng.choice((0, 1, 2, 3, 4, 5)) for _ in range(rng.randrange(0, 5)))
                 dtype = rng.choice(["f4", "f8", "i4", "u1", "f2", "S3", "c8"])
                 kwargs = {}
