@@ -87,6 +87,9 @@ def test_bottom_and_top_counts_are_checked_before_the_converter_runs(type_, bott
     ("Convolution", "num_output: 4 kernel_size: 3 dilation: 4", r"kernel \(3, 3\), .* dilation \(4, 4\) leave no output"),
     ("Pooling", "kernel_size: 2 stride: 0", r"stride \(0, 0\) must be positive"),
     ("Pooling", "kernel_size: 9", r"kernel \(9, 9\) is larger than the input \[8, 8\] padded by \(0, 0\)"),
+    ("Pooling", "pool: AVE kernel_h: 2 kernel_w: 3 stride_h: 4294967295 stride_w: 1",
+     r"stride \(4294967295, 1\) exceeds 2147483647, the largest Caffe holds"),
+    ("Convolution", "num_output: 4 kernel_size: 3 pad: 3000000000", r"pad \(3000000000, 3000000000\) exceeds"),
     ("InnerProduct", "num_output: 0", "num_output must be positive, got 0"),
     ("LRN", "local_size: 4294967295", "local_size 4294967295 exceeds 2147483647"),
 ])

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from caffe2torch.converter.graph import MAX_DIM
 from caffe2torch.converter.registry import LayerContext
 
 M = TypeVar("M", bound=nn.Module)
@@ -36,16 +37,18 @@ def canonical_axis(ctx: LayerContext, axis: int, ndim: int, what: str = "axis") 
 def spatial_values(repeated: Any, single_h: int, single_w: int, has_hw: bool, default: int,
                    num_spatial: int, what: str) -> tuple[int, ...]:
     """Caffe's per-axis convolution/pooling values: ``x_h``/``x_w`` fields, or a repeated field given
-    once (all axes) or once per spatial axis, or the default."""
+    once (all axes) or once per spatial axis, or the default.  Each must fit Caffe's int (torch's
+    kernels overflow past it)."""
     if has_hw:
         if num_spatial != 2:
             raise ValueError(f"{what}_h/{what}_w only apply to 2-D spatial blobs")
-        return (single_h, single_w)
-    values = list(repeated)
-    if not values:
-        return (default,) * num_spatial
-    if len(values) == 1:
-        return (values[0],) * num_spatial
-    if len(values) != num_spatial:
-        raise ValueError(f"{what} has {len(values)} values for {num_spatial} spatial axes")
+        values = [single_h, single_w]
+    else:
+        values = list(repeated) or [default]
+        if len(values) == 1:
+            values *= num_spatial
+        if len(values) != num_spatial:
+            raise ValueError(f"{what} has {len(values)} values for {num_spatial} spatial axes")
+    if any(value > MAX_DIM for value in values):
+        raise ValueError(f"{what} {tuple(values)} exceeds {MAX_DIM}, the largest Caffe holds")
     return tuple(values)

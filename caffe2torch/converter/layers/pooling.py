@@ -85,12 +85,15 @@ def pooling(ctx: LayerContext) -> nn.Module:
             raise ctx.error("global pooling takes no padding and stride 1")
         return make(Pooling, method=method, kernel=(0, 0), stride=(1, 1), pad=(0, 0), global_pooling=True,
                     round_up=True)
-    kernel = spatial_values([p.kernel_size] if p.HasField("kernel_size") else [], p.kernel_h, p.kernel_w,
-                            p.HasField("kernel_h"), 0, 2, "kernel")
-    stride = spatial_values([p.stride] if p.HasField("stride") else [], p.stride_h, p.stride_w,
-                            p.HasField("stride_h"), 1, 2, "stride")
-    pad = spatial_values([p.pad] if p.HasField("pad") else [], p.pad_h, p.pad_w, p.HasField("pad_h"), 0, 2,
-                         "pad")
+    try:
+        kernel = spatial_values([p.kernel_size] if p.HasField("kernel_size") else [], p.kernel_h, p.kernel_w,
+                                p.HasField("kernel_h"), 0, 2, "kernel")
+        stride = spatial_values([p.stride] if p.HasField("stride") else [], p.stride_h, p.stride_w,
+                                p.HasField("stride_h"), 1, 2, "stride")
+        pad = spatial_values([p.pad] if p.HasField("pad") else [], p.pad_h, p.pad_w, p.HasField("pad_h"), 0,
+                             2, "pad")
+    except ValueError as error:
+        raise ctx.error(str(error)) from None
     if 0 in kernel:
         raise ctx.error("kernel size must be given and positive")
     if 0 in stride:
