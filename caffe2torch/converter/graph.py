@@ -187,4 +187,3 @@ def _input_overrides(input_shape: Shape | dict[str, Shape] | None) -> dict[str, 
     if isinstance(input_shape, dict):
         return dict(input_shape)
     return {"": input_shape}
-
