@@ -2,9 +2,9 @@
 :class:`~caffe2torch.Caffe2TorchError`, quickly and in bounded memory.
 
 Used by ``tests/test_fuzz.py`` (a bounded run in the suite) and ``benchmarks/fuzz.py`` (a long run that
-keeps reproducers). Each case runs in a forked child so that a crash of a C library (protobuf, HDF5), a
-hang or a runaway allocation is observed instead of taking the fuzzer down; the child reports its
-outcome and its peak resident memory above what it had when it started.
+keeps reproducers). Cases run in a worker process so that a crash of a C library (protobuf, HDF5), a
+hang or a runaway allocation is observed instead of taking the fuzzer down; the worker reports each
+case's outcome and its peak resident memory above what it had when the case started.
 
 Kinds of case:
 
@@ -19,14 +19,15 @@ Kinds of case:
 
 from __future__ import annotations
 
-import io
+import importlib
+import json
 import os
-import pickle
 import random
 import re
 import resource
 import select
-import signal
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -134,8 +135,9 @@ def _legacy_caffemodels(weights: dict[str, list[np.ndarray]]) -> list[bytes]:
     return [v1.SerializeToString(), v0.SerializeToString()]
 
 
-def seed_corpus(workdir: Path, shared: Path | None = None) -> dict[str, list[Case]]:
-    """Small valid files of every kind, made here, plus the real models of ``shared`` when present."""
+def seed_corpus(workdir: Path, shared: Path | None = None, *, large: bool = False) -> dict[str, list[Case]]:
+    """Small valid files of every kind, made here, plus the real models of ``shared`` when present
+    (``large``: also open_nsfw and SE-BN-Inception, whose mutations take up to a second each to convert)."""
     from caffe2torch.caffe_proto import parse_prototxt, write_caffemodel, write_hdf5
 
     net = parse_prototxt(SEED_NET)
@@ -167,8 +169,8 @@ def seed_corpus(workdir: Path, shared: Path | None = None) -> dict[str, list[Cas
             corpus[kind].append(Case(kind, weights_file, (real / weights_file).read_bytes(), text))
             corpus["prototxt"].append(Case("prototxt", prototxt, text.encode()))
         corpus["binaryproto"].append(Case("binaryproto", "cifar mean", (real / "cifar10_quick/mean.binaryproto").read_bytes()))
-        for path in sorted([*real.glob("open_nsfw/*.prototxt"), *real.glob("forks/*/*.prototxt"),
-                            *(shared / "senet" / "models").glob("SE-BN-Inception.prototxt")]):
+        large_nets = [*real.glob("open_nsfw/*.prototxt"), *(shared / "senet" / "models").glob("SE-BN-Inception.prototxt")]
+        for path in sorted([*real.glob("forks/*/*.prototxt"), *(large_nets if large else [])]):
             corpus["prototxt"].append(Case("prototxt", str(path.relative_to(shared)), path.read_bytes()))
     return corpus
 
@@ -436,47 +438,72 @@ def run_case(case: Case, path: Path) -> None:
         compile(generate_code(model), "model.py", "exec")
 
 
-def _send(channel, message: object) -> None:
-    data = pickle.dumps(message)
+def _send(channel, message: dict) -> None:
+    data = json.dumps(message).encode()
     channel.write(len(data).to_bytes(8, "little") + data)
     channel.flush()
 
 
-def _worker(cases: Sequence[Case], workdir: Path, channel) -> None:
-    """Run ``cases`` in turn in this (forked) process, announcing each before it starts.
+def _load_runner(spec: str) -> Callable[[Case, Path], None]:
+    module_name, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
-    Before each case the peak-RSS mark is reset (Linux clear_refs) and the address space capped at
-    what the case may use plus slack, so a runaway allocation fails here instead of on the machine.
+
+def _worker(manifest: Path, first: int, runner_spec: str) -> None:
+    """Run the cases of ``manifest`` from ``first`` on, announcing each on stdout before it starts.
+
+    A fresh interpreter, not a fork of the caller: torch's OpenMP pool does not survive fork (a forked
+    child of a process that has run torch ops hangs in its first parallel region). Before each case the
+    peak-RSS mark is reset (Linux clear_refs) and the address space capped at what the case may use plus
+    slack, so a runaway allocation fails here instead of on the machine.
     """
     import warnings
 
     from caffe2torch.errors import Caffe2TorchError
 
     warnings.simplefilter("ignore")
+    runner = _load_runner(runner_spec)
+    entries = json.loads(manifest.read_text())
+    if runner is run_case:
+        _warm_up(manifest.parent)
+    channel = sys.stdout.buffer
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    for index, case in enumerate(cases):
-        _send(channel, ("start", index))
+    for index in range(first, len(entries)):
+        entry = entries[index]
+        data_path = Path(entry["file"])
+        case = Case(entry["kind"], entry["label"], data_path.read_bytes(), entry["net"])
+        _send(channel, {"start": index})
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")
         baseline = _proc_status("VmRSS")
         allowed = 2 * len(case.data) + MEMORY_SLACK
         resource.setrlimit(resource.RLIMIT_AS, (_proc_status("VmSize") + allowed + (512 << 20), hard))
         try:
-            run_case(case, workdir / f"case{os.getpid()}{case.suffix}")
+            runner(case, data_path.with_name(f"run{case.suffix}"))
             status, detail = "ok", ""
         except Caffe2TorchError as error:
             status, detail = "error", (str(error).splitlines() or [type(error).__name__])[0][:300]
         except BaseException:  # noqa: BLE001 - every other outcome is what the fuzzer looks for
             status, detail = "crash", traceback.format_exc()
         resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-        _send(channel, ("done", index, status, detail, max(0, _proc_status("VmHWM") - baseline)))
+        peak = max(0, _proc_status("VmHWM") - baseline)
+        _send(channel, {"done": index, "status": status, "detail": detail, "peak": peak})
 
 
-def _read_message(fd: int, deadline: float) -> object | None:
-    """The next message of a worker; None when it died; TimeoutError when ``deadline`` passes."""
+def _warm_up(workdir: Path) -> None:
+    """Run each valid seed once, so that the first case is not charged with the imports and caches that
+    every run pays once (torch's meta kernels, h5py)."""
+    warm = workdir / "warm-up"
+    warm.mkdir(exist_ok=True)
+    for cases in seed_corpus(warm).values():
+        for case in cases:
+            run_case(case, warm / f"seed{case.suffix}")
+
+
+def _read_message(fd: int, deadline: float) -> dict | None:
+    """The next message of a worker; None when it ended; TimeoutError when ``deadline`` passes."""
     buffer = b""
-    needed = 8
-    length = None
+    needed, length = 8, None
     while len(buffer) < needed:
         remaining = deadline - time.perf_counter()
         if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
@@ -488,82 +515,96 @@ def _read_message(fd: int, deadline: float) -> object | None:
         if length is None and len(buffer) == 8:
             length = int.from_bytes(buffer, "little")
             buffer, needed = b"", length
-    return pickle.loads(buffer)
+    return json.loads(buffer)
 
 
-def run_cases(cases: Sequence[Case], workdir: Path, time_limit: float = TIME_LIMIT_S) -> Iterator[Outcome]:
-    """Run ``cases`` in forked workers, a new worker after a case that hangs or kills its process."""
+def run_cases(cases: Sequence[Case], workdir: Path, time_limit: float = TIME_LIMIT_S,
+              runner: str = "caffe2torch.fuzzing:run_case") -> Iterator[Outcome]:
+    """Run ``cases`` in worker processes, a new worker after a case that hangs or kills its process.
+
+    ``runner`` ("module:function") is what a worker does with each case (tests give a misbehaving one).
+    """
+    entries = []
+    for index, case in enumerate(cases):
+        path = workdir / f"case{index}{case.suffix}"
+        path.write_bytes(case.data)
+        entries.append({"kind": case.kind, "label": case.label, "net": case.net, "file": str(path)})
+    manifest = workdir / "manifest.json"
+    manifest.write_text(json.dumps(entries))
     index = 0
     while index < len(cases):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            try:
-                with io.FileIO(write_end, "w", closefd=True) as channel:
-                    _worker(cases[index:], workdir, io.BufferedWriter(channel))
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        base, started, current = index, time.perf_counter(), None
+        worker = subprocess.Popen([sys.executable, "-m", "caffe2torch.fuzzing", str(manifest), str(index), runner],
+                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        fd = worker.stdout.fileno()
+        started, current = time.perf_counter(), None
+        timed_out = False
         try:
             while True:
-                limit = time.perf_counter() + (time_limit if current is not None else 60.0)
-                message = _read_message(read_end, limit)
+                # A worker's start (imports) may take a while on a busy machine; a case has time_limit.
+                message = _read_message(fd, time.perf_counter() + (time_limit if current is not None else 300))
                 if message is None:
                     break
-                if message[0] == "start":
-                    started, current = time.perf_counter(), base + message[1]
+                if "start" in message:
+                    started, current = time.perf_counter(), message["start"]
                     continue
-                _, _, status, detail, peak = message
-                case = cases[current]
+                case, status, detail, peak = cases[current], message["status"], message["detail"], message["peak"]
                 if status in ("ok", "error") and peak > 2 * len(case.data) + MEMORY_SLACK:
                     status, detail = "memory", f"peak {peak >> 20} MiB above its start ({status}: {detail})"
                 yield Outcome(case, status, detail, time.perf_counter() - started, peak)
                 current, index = None, current + 1
         except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-        finally:
-            os.close(read_end)
-            _, wait_status = os.waitpid(pid, 0)
+            timed_out = True
+            worker.kill()
+        finally:  # also when the caller stops early (GeneratorExit): the worker must not outlive it
+            if worker.poll() is None and (timed_out or current is not None or index < len(cases)):
+                worker.kill()
+            worker.stdout.close()
+            worker.wait()
+        if current is None and index < len(cases) and not timed_out:
+            raise RuntimeError(f"fuzz worker exited with status {worker.returncode} before case {index}")
         if current is not None:  # the case that was running never finished
             seconds = time.perf_counter() - started
-            if os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL and seconds >= time_limit:
+            if timed_out:
                 yield Outcome(cases[current], "timeout", f"over {time_limit:.0f} s", seconds, 0)
             else:
-                how = (f"killed by signal {os.WTERMSIG(wait_status)}" if os.WIFSIGNALED(wait_status)
-                       else f"exited with status {os.WEXITSTATUS(wait_status)}")
+                how = (f"killed by signal {-worker.returncode}" if worker.returncode < 0
+                       else f"exited with status {worker.returncode}")
                 yield Outcome(cases[current], "died", how, seconds, 0)
             index = current + 1
 
 
 def fuzz(kinds: Sequence[str], *, seed: int, cases_per_kind: int | None = None, seconds: float | None = None,
          shared: Path | None = None, on_outcome: Callable[[Outcome], None] | None = None,
-         chunk: int = 100) -> list[Outcome]:
-    """Run mutated cases of each kind, by count per kind or until ``seconds`` pass; returns every outcome
-    that is not success or a Caffe2TorchError (``on_outcome`` sees all of them)."""
+         chunk: int = 1000) -> list[Outcome]:
+    """Run mutated cases of each kind, by count per kind (one worker) or until ``seconds`` pass (a worker
+    per ``chunk`` cases of each kind, with the large seeds too); returns every outcome that is not success
+    or a Caffe2TorchError (``on_outcome`` sees all of them)."""
     from caffe2torch.converter import registered_types
 
-    registered_types()  # import the converters once in the parent: workers fork with them loaded
+    registered_types()
     rng = random.Random(seed)
     bad: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="caffe2torch-fuzz-") as temporary:
         workdir = Path(temporary)
-        corpus = seed_corpus(workdir, shared)
+        corpus = seed_corpus(workdir, shared, large=seconds is not None)
         streams = {kind: generate_cases(kind, corpus[kind], random.Random(rng.random()), workdir) for kind in kinds}
-        counts = dict.fromkeys(kinds, 0)
         deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            batch = []
-            for kind in kinds:
-                take = chunk if cases_per_kind is None else min(chunk, cases_per_kind - counts[kind])
-                batch += [next(streams[kind]) for _ in range(take)]
-                counts[kind] += take
-            if not batch:
-                break
+        while True:
+            per_kind = cases_per_kind if cases_per_kind is not None else chunk
+            batch = [next(streams[kind]) for _ in range(per_kind) for kind in kinds]
             for outcome in run_cases(batch, workdir):
                 if on_outcome is not None:
                     on_outcome(outcome)
                 if not outcome.acceptable:
                     bad.append(outcome)
-    return bad
+                if deadline is not None and time.monotonic() > deadline:
+                    return bad
+            if cases_per_kind is not None:
+                return bad
+
+
+if __name__ == "__main__":  # a worker of run_cases: MANIFEST FIRST_INDEX RUNNER
+    # The module's own functions, not this __main__ copy's, so that run_case is the runner's identity.
+    from caffe2torch import fuzzing
+
+    fuzzing._worker(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
