@@ -19,7 +19,7 @@ from google.protobuf import text_format
 
 from caffe2torch.caffe_proto import caffe_pb2
 from caffe2torch.caffe_proto import weights as weights_module
-from caffe2torch.caffe_proto.weights import read_blob, read_weights, write_caffemodel, write_hdf5
+from caffe2torch.caffe_proto.weights import is_hdf5, read_blob, read_weights, write_caffemodel, write_hdf5
 from caffe2torch.caffe_proto.wire import encode_len_prefix, encode_varint
 from caffe2torch.errors import CaffeFormatError, InputError
 from tests.conftest import shared_path
@@ -179,6 +179,25 @@ def test_format_is_told_by_content_not_name(tmp_path: Path) -> None:
     write_caffemodel(net, weights, tmp_path / "weights.h5")
     assert_same_weights(read_weights(tmp_path / "weights.caffemodel"), weights)
     assert_same_weights(read_weights(tmp_path / "weights.h5"), weights)
+
+
+def with_user_block(hdf5: Path, path: Path) -> Path:
+    """A copy of ``hdf5`` behind a 512-byte user block: its signature is at byte 512, not 0."""
+    with h5py.File(hdf5, "r") as source, h5py.File(path, "w", userblock_size=512) as copy:
+        source.copy(source["data"], copy)
+    return path
+
+
+def test_hdf5_is_told_by_its_signature_after_a_user_block_too(tmp_path: Path) -> None:
+    net, shapes = small_net()
+    weights = seeded_weights(shapes)
+    write_hdf5(net, weights, tmp_path / "plain.h5")
+    write_caffemodel(net, weights, tmp_path / "binary.caffemodel")
+    blocked = with_user_block(tmp_path / "plain.h5", tmp_path / "blocked.h5")
+    assert blocked.read_bytes()[512:520] == weights_module.HDF5_SIGNATURE
+    assert is_hdf5(tmp_path / "plain.h5") and is_hdf5(blocked)
+    assert not is_hdf5(tmp_path / "binary.caffemodel") and not is_hdf5(write_bytes(tmp_path / "empty", b""))
+    assert_same_weights(read_weights(blocked), weights)
 
 
 def test_written_caffemodel_matches_what_opencv_reads(tmp_path: Path) -> None:

@@ -3,10 +3,13 @@ data layers), on small nets whose every value can be computed by hand."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 import pytest
 
-from caffe2torch.caffe_proto import parse_prototxt
+from caffe2torch.caffe_proto import parse_prototxt, write_hdf5
 from caffe2torch.errors import InputError
 from caffe2torch.runtime.reference import AXPY_TYPE, _axpy_registered, opencv_forward
 
@@ -53,6 +56,19 @@ def test_in_place_blobs_are_read_per_layer() -> None:
     np.testing.assert_allclose(result["relu"], np.maximum(conv, 0), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(result["double"], 2 * np.maximum(conv, 0), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(result["x"], result["double"])  # a blob name: its last value
+
+
+def test_hdf5_weights_behind_a_user_block_are_rewritten_for_opencv(tmp_path: Path) -> None:
+    net = parse_prototxt(IN_PLACE)
+    rng = np.random.default_rng(3)
+    weights = {"conv": [rng.normal(size=(2, 2, 1, 1)).astype(np.float32), np.array([0.5, -0.5], np.float32)]}
+    write_hdf5(net, weights, tmp_path / "plain.h5")
+    blocked = tmp_path / "blocked.h5"  # its HDF5 signature at byte 512, where OpenCV's parser sees garbage
+    with h5py.File(tmp_path / "plain.h5", "r") as source, h5py.File(blocked, "w", userblock_size=512) as copy:
+        source.copy(source["data"], copy)
+    data = rng.normal(size=(1, 2, 3, 3)).astype(np.float32)
+    expected = opencv_forward(net, weights, data, ["conv"])["conv"]
+    np.testing.assert_array_equal(opencv_forward(net, blocked, data, ["conv"])["conv"], expected)
 
 
 def test_axpy_scales_the_second_bottom_at_any_batch_size() -> None:

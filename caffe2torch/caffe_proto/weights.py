@@ -49,7 +49,7 @@ from caffe2torch.errors import CaffeFormatError, InputError, ResourceLimitError
 from caffe2torch.files import atomic_output
 from caffe2torch.limits import charge, memory_budget
 
-__all__ = ["Weights", "read_weights", "read_blob", "write_caffemodel", "write_hdf5"]
+__all__ = ["Weights", "is_hdf5", "read_weights", "read_blob", "write_caffemodel", "write_hdf5"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -167,6 +167,16 @@ def _map_file(path: Path) -> mmap.mmap:
             return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as error:
         raise CaffeFormatError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """Whether the file is HDF5 rather than a binary protobuf: the one test every reader uses, so a
+    file with a user block before its signature is HDF5 to all of them."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return _is_hdf5(mapped)
 
 
 def _is_hdf5(mapped: mmap.mmap) -> bool:

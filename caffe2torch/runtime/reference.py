@@ -50,7 +50,6 @@ from caffe2torch.errors import ConversionError, InputError
 # The type name OpenCV sees for the release's Axpy layers; see the module docstring for why.
 AXPY_TYPE = "Caffe2TorchAxpy"
 REFERENCES = ("opencv", "pycaffe")  # the runtimes this module can run a net in
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def _cv2() -> Any:
@@ -180,13 +179,11 @@ def _binary_caffemodel(net: Any, weights: Any) -> Iterator[str]:
         path = Path(weights)
         if not path.is_file():
             raise InputError(f"{path}: no such weights file")
-        with open(path, "rb") as handle:
-            is_hdf5 = handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
-        if not is_hdf5:
+        from caffe2torch.caffe_proto.weights import is_hdf5, read_weights
+
+        if not is_hdf5(path):
             yield str(path)
             return
-        from caffe2torch.caffe_proto.weights import read_weights
-
         weights = read_weights(path)
     from caffe2torch.caffe_proto.weights import write_caffemodel
 
