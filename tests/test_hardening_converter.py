@@ -28,7 +28,7 @@ from caffe2torch.converter import build_graph, convert, register, registry
 from caffe2torch.converter.build import Identifiers, reserved_names
 from caffe2torch.converter.export import _literal, export, generate_code
 from caffe2torch.converter.layers.common import make
-from caffe2torch.converter.layers.pooling import average_divisors
+from caffe2torch.modules.pooling import average_divisors
 from caffe2torch.errors import ConversionError, InputError, ResourceLimitError
 from caffe2torch.limits import memory_budget
 

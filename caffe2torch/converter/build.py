@@ -47,14 +47,12 @@ MODEL_PY_NAMES = ("annotations", "torch", "nn", "F", "math", "os", "Net", "load"
 def reserved_names() -> frozenset[str]:
     """Names a submodule or forward argument must not take: Python keywords and builtins, ``self``, every
     attribute of a CaffeNet (class or instance: ``training``, ``_modules``, ``caffe_names``...), and every
-    module-level name of an exported model.py, the layer classes and helpers it copies included (the
-    converter functions, which it does not copy, stay free: a layer may be called ``relu``)."""
-    from caffe2torch.converter import layers
-    from caffe2torch.converter.registry import _CONVERTERS
+    module-level name of an exported model.py, the names of the caffe2torch.modules files it copies included
+    (the converter functions, which it does not copy, stay free: a layer may be called ``relu``)."""
+    from caffe2torch import modules
 
-    converters = {id(fn) for fn in _CONVERTERS.values()}
-    layer_modules = [module for module in vars(layers).values() if isinstance(module, types.ModuleType)]
-    copied = {name for module in layer_modules for name, value in vars(module).items() if id(value) not in converters}
+    library_files = [module for module in vars(modules).values() if isinstance(module, types.ModuleType)]
+    copied = {name for module in library_files for name in vars(module) if not name.startswith("__")}
     return frozenset({*keyword.kwlist, *dir(builtins), "self", *dir(CaffeNet(nn.Module(), fx.Graph())),
                       *CaffeNet.CAFFE_ATTRIBUTES, *MODEL_PY_NAMES, *copied})
 

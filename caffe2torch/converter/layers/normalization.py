@@ -2,44 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from caffe2torch.converter.graph import MAX_DIM
 from caffe2torch.converter.layers.common import make
 from caffe2torch.converter.registry import LayerContext, register
-
-
-class LRN(nn.Module):
-    """Caffe's local response normalisation of an N x C x H x W input.
-
-    ACROSS_CHANNELS: ``x * (k + alpha / size * sum of x^2 over channels c - pre_pad .. c - pre_pad + size - 1)
-    ^ -beta`` with ``pre_pad = (size - 1) / 2`` and zeros outside the channels.
-
-    WITHIN_CHANNEL: ``x * (1 + alpha * avg) ^ -beta`` where ``avg`` is Caffe's AVE pooling of ``x^2`` with
-    kernel ``size``, stride 1 and pad ``pre_pad`` (``k`` is not used).  Caffe's pooling divides by the window
-    clipped to the padded input; with stride 1 and an odd size no window passes the padding, so the divisor
-    is always ``size^2``, which is what ``avg_pool2d`` with ``count_include_pad`` gives.
-    """
-
-    def __init__(self, size: int, alpha: float, beta: float, k: float, across_channels: bool) -> None:
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.across_channels = across_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre_pad = (self.size - 1) // 2
-        square = x * x
-        if self.across_channels:
-            padded = F.pad(square, (0, 0, 0, 0, pre_pad, self.size - 1 - pre_pad))
-            sums = F.avg_pool3d(padded.unsqueeze(1), (self.size, 1, 1), stride=1,
-                                divisor_override=1).squeeze(1)
-            scale = self.k + (self.alpha / self.size) * sums
-        else:
-            average = F.avg_pool2d(square, self.size, stride=1, padding=pre_pad, count_include_pad=True)
-            scale = 1 + self.alpha * average
-        return x * torch.pow(scale, -self.beta)
+from caffe2torch.modules.normalization import LRN, MVN
 
 
 @register("LRN", bottoms=1, tops=1)
@@ -55,28 +23,6 @@ def lrn(ctx: LayerContext) -> nn.Module:
     region = type(p).NormRegion.Name(p.norm_region)
     return make(LRN, size=int(p.local_size), alpha=float(p.alpha), beta=float(p.beta), k=float(p.k),
                 across_channels=region == "ACROSS_CHANNELS")
-
-
-class MVN(nn.Module):
-    """Mean-variance normalisation per sample (``across_channels``) or per sample and channel.
-
-    ``(x - mean) / (std + eps)`` with the biased std, eps added to the std (not to the variance) as Caffe does.
-    """
-
-    def __init__(self, normalize_variance: bool, across_channels: bool, eps: float) -> None:
-        super().__init__()
-        self.normalize_variance, self.across_channels, self.eps = normalize_variance, across_channels, eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Caffe views the blob as num x dim: num = N (across channels) or N * C; a 1- or 2-D input gives
-        # groups of one value each.
-        kept = 1 if self.across_channels else 2
-        groups = x.reshape(*x.shape[:kept], -1)
-        centered = groups - groups.mean(-1, keepdim=True)
-        if self.normalize_variance:
-            std = (centered * centered).mean(-1, keepdim=True).sqrt()
-            centered = centered / (std + self.eps)
-        return centered.reshape(x.shape)
 
 
 @register("MVN", bottoms=1, tops=1)

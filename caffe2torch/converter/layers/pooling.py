@@ -4,72 +4,11 @@ nor by the count of real pixels)."""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from caffe2torch.converter.layers.common import make, spatial_values
 from caffe2torch.converter.registry import LayerContext, register
-
-
-def pooled_size(size: int, kernel: int, stride: int, pad: int, round_up: bool = True) -> int:
-    """Caffe's PoolingLayer::Reshape for one axis (``round_up``: round_mode CEIL, the default), in integers."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if round_up else span // stride) + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
-        out -= 1  # the last window would start inside the padding
-    return out
-
-
-def average_divisors(size: int, kernel: int, stride: int, pad: int, count: int,
-                     device: torch.device | str | None = None) -> torch.Tensor:
-    """Per output position: ``min(start + k, size + pad) - start`` with ``start = i*stride - pad``, as one
-    integer tensor (computed by torch, not by a Python loop over the positions)."""
-    start = torch.arange(count, device=device) * stride - pad
-    return (start + kernel).clamp(max=size + pad) - start
-
-
-def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
-                 pad: tuple[int, int], round_up: bool = True) -> torch.Tensor:
-    """2-D MAX or AVE pooling over the last two axes exactly as Caffe computes it."""
-    height, width = x.shape[-2:]
-    out_h = pooled_size(height, kernel[0], stride[0], pad[0], round_up)
-    out_w = pooled_size(width, kernel[1], stride[1], pad[1], round_up)
-    # Pad so that every window Caffe visits lies inside; windows past height + pad are clipped by Caffe,
-    # which the divisor below (AVE) and the -inf fill (MAX) reproduce.
-    extra_h = (out_h - 1) * stride[0] + kernel[0] - height - pad[0]
-    extra_w = (out_w - 1) * stride[1] + kernel[1] - width - pad[1]
-    padding = (pad[1], max(extra_w, 0), pad[0], max(extra_h, 0))
-    if method == "MAX":
-        if any(padding):
-            x = F.pad(x, padding, value=float("-inf"))
-        y = F.max_pool2d(x, kernel, stride)
-    else:
-        if any(padding):
-            x = F.pad(x, padding)
-        y = F.avg_pool2d(x, kernel, stride, divisor_override=1)
-        div_h = average_divisors(height, kernel[0], stride[0], pad[0], out_h, y.device).to(y.dtype)
-        div_w = average_divisors(width, kernel[1], stride[1], pad[1], out_w, y.device).to(y.dtype)
-        y = y / (div_h[:, None] * div_w[None, :])
-    return y[..., :out_h, :out_w]
-
-
-class Pooling(nn.Module):
-    """Caffe's Pooling layer (MAX or AVE; ``global_pooling`` pools the whole map; ``round_up`` false is
-    ``round_mode: FLOOR``)."""
-
-    def __init__(self, method: str, kernel: tuple[int, int], stride: tuple[int, int],
-                 pad: tuple[int, int], global_pooling: bool, round_up: bool) -> None:
-        super().__init__()
-        self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
-        self.global_pooling, self.round_up = global_pooling, round_up
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.global_pooling:
-            if self.method == "MAX":
-                return x.amax(dim=(-2, -1), keepdim=True)
-            return x.sum(dim=(-2, -1), keepdim=True) / (x.shape[-2] * x.shape[-1])
-        return caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, self.round_up)
+from caffe2torch.modules.pooling import Pooling, pooled_size
 
 
 @register("Pooling", bottoms=1, tops=1)

@@ -3,40 +3,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make
 from caffe2torch.converter.registry import LayerContext, Shape, register
-
-
-class Scale(nn.Module):
-    """``x * scale (+ bias)``, the factor a learned blob or the second input, reshaped to broadcast."""
-
-    def __init__(self, view: tuple[int, ...], learned_shape: Shape | None, bias_shape: Shape | None) -> None:
-        super().__init__()
-        self.view = view
-        self.weight = nn.Parameter(torch.ones(learned_shape)) if learned_shape is not None else None
-        self.bias = nn.Parameter(torch.zeros(bias_shape)) if bias_shape is not None else None
-
-    def forward(self, x: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
-        factor = self.weight if factor is None else factor
-        y = x * factor.reshape(self.view)
-        if self.bias is not None:
-            y = y + self.bias.reshape(self.view)
-        return y
-
-
-class Bias(nn.Module):
-    """``x + bias``, the bias a learned blob or the second input, reshaped to broadcast."""
-
-    def __init__(self, view: tuple[int, ...], learned_shape: Shape | None) -> None:
-        super().__init__()
-        self.view = view
-        self.bias = nn.Parameter(torch.zeros(learned_shape)) if learned_shape is not None else None
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return x + (self.bias if bias is None else bias).reshape(self.view)
+from caffe2torch.modules.scale import Bias, Scale
 
 
 def broadcast_shape(ctx: LayerContext, axis: int, num_axes: int) -> tuple[Shape, tuple[int, ...]]:

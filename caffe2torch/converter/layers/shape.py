@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make
 from caffe2torch.converter.registry import LayerContext, register
-
-
-class Concat(nn.Module):
-    def __init__(self, axis: int) -> None:
-        super().__init__()
-        self.axis = axis
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return torch.cat(xs, self.axis)
+from caffe2torch.modules.shape import Concat, Crop, Flatten, Reshape, Silence, Slice, Split, Tile
 
 
 @register("Concat", bottoms=(1, None), tops=1)
@@ -31,31 +22,11 @@ def concat(ctx: LayerContext) -> nn.Module:
     return make(Concat, axis=axis)
 
 
-class Split(nn.Module):
-    """One bottom handed to several tops."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__()
-        self.count = count
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (x,) * self.count
-
-
 @register("Split", bottoms=1, tops=(1, None))
 def split(ctx: LayerContext) -> nn.Module:
     if ctx.num_tops == 1:
         return make(nn.Identity)
     return make(Split, count=ctx.num_tops)
-
-
-class Flatten(nn.Module):
-    def __init__(self, axis: int, end_axis: int) -> None:
-        super().__init__()
-        self.axis, self.end_axis = axis, end_axis
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(self.axis, self.end_axis)
 
 
 @register("Flatten", bottoms=1, tops=1)
@@ -64,20 +35,6 @@ def flatten(ctx: LayerContext) -> nn.Module:
     ndim = len(ctx.input_shapes[0])
     return make(Flatten, axis=canonical_axis(ctx, p.axis, ndim),
                 end_axis=canonical_axis(ctx, p.end_axis, ndim, "end_axis"))
-
-
-class Reshape(nn.Module):
-    """Caffe's Reshape: axes ``[start, end)`` replaced by ``dims``; 0 copies the input axis at the same
-    position, -1 is inferred.  Computed per call, so the batch size may change."""
-
-    def __init__(self, dims: tuple[int, ...], start: int, end: int) -> None:
-        super().__init__()
-        self.dims, self.start, self.end = dims, start, end
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        end = x.dim() if self.end < 0 else self.end
-        middle = [x.shape[self.start + i] if d == 0 else d for i, d in enumerate(self.dims)]
-        return x.reshape((*x.shape[:self.start], *middle, *x.shape[end:]))  # a tuple: () is a valid shape
 
 
 @register("Reshape", bottoms=1, tops=1)
@@ -106,32 +63,9 @@ def reshape(ctx: LayerContext) -> nn.Module:
     return make(Reshape, dims=dims, start=start, end=-1 if p.num_axes == -1 else end)
 
 
-class Silence(nn.Module):
-    def forward(self, *xs: torch.Tensor) -> tuple[()]:
-        return ()
-
-
 @register("Silence", bottoms=(1, None), tops=0)
 def silence(ctx: LayerContext) -> nn.Module:
     return make(Silence)
-
-
-class Slice(nn.Module):
-    """Cuts ``axis`` at ``points`` (into len(points) + 1 tops), or without points into ``count`` equal parts."""
-
-    def __init__(self, axis: int, points: tuple[int, ...], count: int) -> None:
-        super().__init__()
-        self.axis, self.points, self.count = axis, points, count
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        size = x.shape[self.axis]
-        if self.points:
-            bounds = (0, *self.points, size)
-        else:
-            step = size // self.count
-            bounds = tuple(i * step for i in range(self.count + 1))
-        parts = tuple(x.narrow(self.axis, start, end - start) for start, end in zip(bounds, bounds[1:]))
-        return parts[0] if len(parts) == 1 else parts
 
 
 @register("Slice", bottoms=1, tops=(1, None))
@@ -159,19 +93,6 @@ def slice_layer(ctx: LayerContext) -> nn.Module:
     return make(Slice, axis=axis, points=points, count=tops)
 
 
-class Crop(nn.Module):
-    """Crops the axes from ``axis`` on to the size of the reference input, starting at ``offsets``."""
-
-    def __init__(self, axis: int, offsets: tuple[int, ...]) -> None:
-        super().__init__()
-        self.axis, self.offsets = axis, offsets
-
-    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        for i, offset in enumerate(self.offsets):
-            x = x.narrow(self.axis + i, offset, reference.shape[self.axis + i])
-        return x
-
-
 @register("Crop", bottoms=2, tops=1)
 def crop(ctx: LayerContext) -> nn.Module:
     p = ctx.layer.crop_param
@@ -192,19 +113,6 @@ def crop(ctx: LayerContext) -> nn.Module:
             raise ctx.error(f"crop of axis {axis + i} is out of bounds: size {reference[axis + i]} at offset "
                             f"{offset} in an input of size {shape[axis + i]}")
     return make(Crop, axis=axis, offsets=offsets)
-
-
-class Tile(nn.Module):
-    """Repeats the block of axes from ``axis`` on ``tiles`` times along ``axis``."""
-
-    def __init__(self, axis: int, tiles: int) -> None:
-        super().__init__()
-        self.axis, self.tiles = axis, tiles
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        repeats = [1] * x.dim()
-        repeats[self.axis] = self.tiles
-        return x.repeat(repeats)
 
 
 @register("Tile", bottoms=1, tops=1)

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make
 from caffe2torch.converter.registry import LayerContext, register
-
-
-class Softmax(nn.Module):
-    def __init__(self, axis: int) -> None:
-        super().__init__()
-        self.axis = axis
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(x, self.axis)
+from caffe2torch.modules.softmax import Softmax
 
 
 @register("Softmax", bottoms=1, tops=1)
