@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from caffe2torch.caffe_proto import read_prototxt, write_caffemodel
 from caffe2torch.cli import main
-from caffe2torch.converter import registry
+from caffe2torch.converter import registered
 from caffe2torch.converter.layers.eltwise import Axpy
 from caffe2torch.runtime.compare import compare, difference
 from tests.conftest import shared_path
@@ -50,10 +51,10 @@ class SwappedAxpy(Axpy):
 
 
 @pytest.fixture
-def our_axpy_swapped(monkeypatch: pytest.MonkeyPatch) -> None:
+def our_axpy_swapped() -> Iterator[None]:
     """Make our converter wrong at every Axpy layer; the reference is untouched."""
-    registry.get_converter("Axpy", "")  # registers the built-in converters before we replace one
-    monkeypatch.setitem(registry._CONVERTERS, "Axpy", lambda ctx: SwappedAxpy())
+    with registered("Axpy", lambda ctx: SwappedAxpy(), bottoms=3, tops=1):
+        yield
 
 
 def test_every_layer_of_se_bn_inception_agrees_with_opencv(inception) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from caffe2torch.caffe_proto import parse_prototxt
-from caffe2torch.converter import convert, register, registered_types
+from caffe2torch.converter import convert, register, registered, registered_types
 from caffe2torch.converter import registry
 from caffe2torch.converter.layers.common import make
 from caffe2torch.errors import ConversionError
@@ -849,25 +849,36 @@ class TimesTwoPlus(nn.Module):
         return 2 * x + self.offset.reshape(1, -1)
 
 
-@pytest.fixture
-def custom_type() -> Iterator[str]:
-    yield "MyTimesTwoPlus"
-    registry._CONVERTERS.pop("MyTimesTwoPlus", None)
+def convert_times_two_plus(ctx: registry.LayerContext) -> nn.Module:
+    module = make(TimesTwoPlus, channels=ctx.input_shapes[0][1])
+    module.offset = nn.Parameter(ctx.blob(0, (ctx.input_shapes[0][1],)))
+    return module
 
 
-def test_user_registered_layer(custom_type: str) -> None:
-    @register(custom_type)
-    def convert_custom(ctx: registry.LayerContext) -> nn.Module:
-        module = make(TimesTwoPlus, channels=ctx.input_shapes[0][1])
-        module.offset = nn.Parameter(ctx.blob(0, (ctx.input_shapes[0][1],)))
-        return module
-
+def test_user_registered_layer() -> None:
     x, offset = rand(2, 3, seed=58), rand(3, seed=59)
-    model, y = run(layer("mine", custom_type, ["data"], ["mine"]), {"data": x}, {"mine": [offset]})
-    check(y, 2 * x + offset)
-    assert custom_type in registered_types()
-    with pytest.raises(ValueError, match="already registered"):
-        register(custom_type)(lambda ctx: nn.Identity())
+    with registered("MyTimesTwoPlus", convert_times_two_plus, bottoms=1, tops=1):
+        model, y = run(layer("mine", "MyTimesTwoPlus", ["data"], ["mine"]), {"data": x}, {"mine": [offset]})
+        check(y, 2 * x + offset)
+        assert "MyTimesTwoPlus" in registered_types()
+        with pytest.raises(ValueError, match="already registered"):
+            register("MyTimesTwoPlus")(lambda ctx: nn.Identity())
+        with pytest.raises(ConversionError, match=r"'two' \(MyTimesTwoPlus\): needs exactly 1 bottom"):
+            run(layer("two", "MyTimesTwoPlus", ["data", "data"], ["two"]), {"data": x}, {"two": [offset]})
+    assert "MyTimesTwoPlus" not in registered_types()
+    with pytest.raises(ConversionError, match="no converter for Caffe type 'MyTimesTwoPlus'"):
+        run(layer("mine", "MyTimesTwoPlus", ["data"], ["mine"]), {"data": x}, {"mine": [offset]})
+
+
+def test_a_scoped_converter_gives_the_built_in_one_back() -> None:
+    x = rand(2, 3, seed=60)
+    with registered("ReLU", convert_times_two_plus):
+        _, y = run(layer("relu", "ReLU", ["data"], ["relu"]), {"data": x}, {"relu": [np.ones(3, np.float32)]})
+        check(y, 2 * x + 1)
+    _, y = run(layer("relu", "ReLU", ["data"], ["relu"]), {"data": x})
+    check(y, np.maximum(x, 0))
+    with pytest.raises(ConversionError, match="needs exactly 1 top"):  # the built-in's counts are back too
+        run(layer("relu", "ReLU", ["data"], ["a", "b"]), {"data": x})
 
 
 # --- OpenCV dnn as an independent Caffe runtime -------------------------------------------------------------

@@ -24,7 +24,7 @@ from torch import nn
 
 import caffe2torch
 from caffe2torch.caffe_proto import parse_prototxt
-from caffe2torch.converter import build_graph, convert, register, registry
+from caffe2torch.converter import build_graph, convert, registered, registry
 from caffe2torch.converter.build import Identifiers, reserved_names
 from caffe2torch.converter.export import _literal, export, generate_code
 from caffe2torch.converter.layers.common import make
@@ -135,20 +135,18 @@ class DividesByZero(nn.Module):
         return x / (1 // 0)
 
 
+def raises_key_error(ctx: registry.LayerContext) -> nn.Module:
+    return {}["missing"]
+
+
+def fails_in_forward(ctx: registry.LayerContext) -> nn.Module:
+    return make(DividesByZero)
+
+
 @pytest.fixture
 def failing_types() -> Iterator[tuple[str, str]]:
-    @register("TestKeyError")
-    def raises_key_error(ctx: registry.LayerContext) -> nn.Module:
-        return {}["missing"]
-
-    @register("TestForwardFails")
-    def fails_in_forward(ctx: registry.LayerContext) -> nn.Module:
-        return make(DividesByZero)
-
-    yield "TestKeyError", "TestForwardFails"
-    for name in ("TestKeyError", "TestForwardFails"):
-        registry._CONVERTERS.pop(name)
-        registry._COUNTS.pop(name)
+    with registered("TestKeyError", raises_key_error), registered("TestForwardFails", fails_in_forward):
+        yield "TestKeyError", "TestForwardFails"
 
 
 def test_unexpected_errors_become_conversion_errors_that_keep_the_cause(failing_types) -> None:

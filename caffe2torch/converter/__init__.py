@@ -14,11 +14,11 @@ import numpy as np
 
 from caffe2torch.converter.build import CaffeNet, build_module
 from caffe2torch.converter.graph import NetGraph, build_graph
-from caffe2torch.converter.registry import LayerContext, register, registered_types
+from caffe2torch.converter.registry import LayerContext, register, registered, registered_types
 from caffe2torch.limits import memory_budget
 
-__all__ = ["load", "convert", "register", "registered_types", "LayerContext", "CaffeNet", "NetGraph",
-           "build_graph", "resolve_net", "resolve_weights", "expected_blob_shapes"]
+__all__ = ["load", "convert", "register", "registered", "registered_types", "LayerContext", "CaffeNet",
+           "NetGraph", "build_graph", "resolve_net", "resolve_weights", "expected_blob_shapes"]
 
 NetSpec = Any  # a prototxt path, a zoo name, or a caffe_pb2.NetParameter
 Shape = tuple[int, ...]

@@ -14,10 +14,11 @@ built-in ``Axpy`` is registered::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -82,6 +83,28 @@ def registered_types() -> list[str]:
     from caffe2torch.converter import layers  # noqa: F401
 
     return sorted(_CONVERTERS)
+
+
+@contextlib.contextmanager
+def registered(layer_type: str, fn: Converter, *, bottoms: Count | None = None,
+               tops: Count | None = None) -> Iterator[Converter]:
+    """``fn`` converts ``layer_type`` inside the ``with`` block only: on exit the converter registered
+    before (a built-in one, say), or none, is back.  For trying a converter, or replacing one in a
+    test, without changing the registry for everyone after."""
+    from caffe2torch.converter import layers  # noqa: F401  (built-ins first: they must not replace fn)
+
+    previous = (_CONVERTERS.get(layer_type), _COUNTS.get(layer_type))
+    register(layer_type, bottoms=bottoms, tops=tops, replace=True)(fn)
+    try:
+        yield fn
+    finally:
+        converter, counts = previous
+        if converter is None:
+            _CONVERTERS.pop(layer_type, None)
+            _COUNTS.pop(layer_type, None)
+        else:
+            _CONVERTERS[layer_type] = converter
+            _COUNTS[layer_type] = counts
 
 
 @dataclass
