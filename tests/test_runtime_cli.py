@@ -9,8 +9,10 @@ mapped with the real 1000-class permutation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -78,14 +80,16 @@ def verify(case: Path, *args: object) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def tiny_zoo_entry(case: Path, monkeypatch: pytest.MonkeyPatch):
-    """Register the test net in the zoo with a published row the test sets."""
-    def register(top1: float, top5: float) -> None:
-        entry = dataclasses.replace(zoo.MODELS["se_resnet50"], name="dominant_channel_test",
-                                    build=lambda: read_prototxt(case / "net.prototxt"),
-                                    top1_error=top1, top5_error=top5)
-        monkeypatch.setitem(zoo.MODELS, "dominant_channel_test", entry)
-    return register
+def tiny_zoo_entry(case: Path) -> Iterator[Callable[[float, float], None]]:
+    """Register the test net in the zoo with a published row the test sets (and sets again)."""
+    with contextlib.ExitStack() as registrations:
+        def register(top1: float, top5: float) -> None:
+            entry = dataclasses.replace(zoo.get("se_resnet50"), name="dominant_channel_test",
+                                        build=lambda: read_prototxt(case / "net.prototxt"),
+                                        top1_error=top1, top5_error=top5)
+            registrations.enter_context(zoo.registered_model(entry))
+        yield register
+    assert "dominant_channel_test" not in zoo.MODELS
 
 
 def test_verify_counts_labels_in_the_nets_order(case: Path) -> None:

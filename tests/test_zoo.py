@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -72,6 +73,18 @@ def test_identify_ignores_names_but_not_structure() -> None:
 
 def test_identify_rejects_other_nets(realmodels: Path) -> None:
     assert zoo.identify(read_prototxt(realmodels / "lenet" / "lenet.prototxt")) is None
+
+
+def test_a_registered_model_is_in_the_zoo_for_its_block_only(realmodels: Path) -> None:
+    lenet = read_prototxt(realmodels / "lenet" / "lenet.prototxt")
+    stand_in = dataclasses.replace(zoo.get("se_resnet50"), name="lenet_test", build=lambda: lenet)
+    with zoo.registered_model(stand_in):
+        assert zoo.identify(lenet) == "lenet_test" and zoo.get("lenet_test") is stand_in
+        changed = dataclasses.replace(zoo.get("se_resnet50"), top1_error=1.0)
+        with zoo.registered_model(changed):
+            assert zoo.get("se_resnet50").top1_error == 1.0
+        assert zoo.get("se_resnet50").top1_error == 22.37
+    assert "lenet_test" not in zoo.MODELS and zoo.identify(lenet) is None
 
 
 def test_resolve_net_takes_zoo_names_and_paths(senet_models: Path) -> None:

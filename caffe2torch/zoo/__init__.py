@@ -7,9 +7,10 @@ is accepted.  Preprocessing and label order are referred to by name; the runtime
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from caffe2torch.errors import InputError
 from caffe2torch.files import atomic_output
 from caffe2torch.zoo import inception, resnet
 
-__all__ = ["ZooEntry", "MODELS", "get", "identify", "resolve_net", "export_prototxt"]
+__all__ = ["ZooEntry", "MODELS", "get", "identify", "registered_model", "resolve_net", "export_prototxt"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,23 @@ def get(name: str) -> ZooEntry:
         return MODELS[name]
     except KeyError:
         raise InputError(f"unknown zoo model {name!r}; the zoo has: {', '.join(MODELS)}") from None
+
+
+@contextlib.contextmanager
+def registered_model(entry: ZooEntry) -> Iterator[ZooEntry]:
+    """``entry`` is in the zoo, named and identified like the release nets, inside the ``with`` block only;
+    on exit the entry it replaced, if any, is back.  For a test net standing in for a release model."""
+    previous = MODELS.get(entry.name)
+    MODELS[entry.name] = entry
+    _zoo_structure.cache_clear()
+    try:
+        yield entry
+    finally:
+        if previous is None:
+            MODELS.pop(entry.name, None)
+        else:
+            MODELS[entry.name] = previous
+        _zoo_structure.cache_clear()
 
 
 def _layers_only(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
