@@ -234,16 +234,26 @@ def test_predict_bad_input_exits_2(case: Path, tmp_path: Path) -> None:
 
 def test_softmax_decision_reads_the_test_phase_net() -> None:
     from caffe2torch.caffe_proto import parse_prototxt
-    from caffe2torch.runtime.predict import producer_type
+    from caffe2torch.converter import convert
+    from caffe2torch.runtime.predict import outputs_are_probabilities
 
-    net = parse_prototxt(NET + SOFTMAX)
-    assert producer_type(net, "prob") == "Softmax" and producer_type(net, "fc") == "InnerProduct"
-    train_only = parse_prototxt(NET + 'layer { name: "s" type: "Softmax" bottom: "fc" top: "fc" '
-                                'include { phase: TRAIN } }\n')
-    assert producer_type(train_only, "fc") == "InnerProduct"
-    renamed = parse_prototxt(NET + 'layer { name: "probabilities" type: "Softmax" bottom: "fc" top: "out" }\n')
-    assert producer_type(renamed, "probabilities") == "Softmax" and producer_type(renamed, "out") == "Softmax"
-    assert producer_type(renamed, "nothing") is None
+    def output_types(text: str, outputs: list[str] | None = None) -> dict[str, str | None]:
+        return convert(parse_prototxt(text), random_init=True, outputs=outputs).output_types
+
+    assert output_types(NET + SOFTMAX) == {"prob": "Softmax"}
+    assert output_types(NET + SOFTMAX, ["fc", "prob", "data"]) == {"fc": "InnerProduct", "prob": "Softmax",
+                                                                  "data": None}
+    train_only = NET + 'layer { name: "s" type: "Softmax" bottom: "fc" top: "fc" include { phase: TRAIN } }\n'
+    assert output_types(train_only) == {"fc": "InnerProduct"}
+    in_place = NET + 'layer { name: "s" type: "Softmax" bottom: "fc" top: "fc" }\n'
+    assert output_types(in_place) == {"fc": "Softmax"}
+    assert output_types(in_place, ["fc"]) == {"fc": "InnerProduct"}  # a layer's name: its output, before s
+    renamed = NET + 'layer { name: "probabilities" type: "Softmax" bottom: "fc" top: "out" }\n'
+    assert output_types(renamed, ["probabilities", "out"]) == {"probabilities": "Softmax", "out": "Softmax"}
+    assert outputs_are_probabilities(convert(parse_prototxt(renamed), random_init=True))
+    assert not outputs_are_probabilities(convert(parse_prototxt(NET), random_init=True))
+    two_outputs = convert(parse_prototxt(NET + SOFTMAX), random_init=True, outputs=["prob", "fc"])
+    assert not outputs_are_probabilities(two_outputs)  # which one would it be?
 
 
 @pytest.fixture(scope="module")

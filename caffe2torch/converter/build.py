@@ -26,7 +26,7 @@ class CaffeNet(fx.GraphModule):
     attributes describe the net's inputs, outputs and blobs."""
 
     CAFFE_ATTRIBUTES = ("caffe_names", "input_names", "input_shapes", "output_shapes", "blob_shapes",
-                        "net_name", "notes")
+                        "net_name", "notes", "output_types")
 
     def __deepcopy__(self, memo: dict) -> "CaffeNet":
         # GraphModule's deepcopy rebuilds the module from its graph and forgets other attributes.
@@ -213,6 +213,7 @@ def build_module(graph: NetGraph, weights: Mapping[str, Sequence[np.ndarray]] | 
     model.blob_shapes = blob_shapes
     model.net_name = graph.name
     model.notes = list(graph.notes)
+    model.output_types = _output_types(graph, outputs)
     return model
 
 
@@ -223,3 +224,14 @@ def _select(name: str, graph: NetGraph, env: dict[str, fx.Node], layer_output: d
     if name in graph.final_value and graph.final_value[name] in env:
         return env[graph.final_value[name]]
     raise ConversionError(f"outputs: {name!r} is neither a layer nor a blob of the net")
+
+
+def _output_types(graph: NetGraph, outputs: Sequence[str] | None) -> dict[str, str | None]:
+    """The Caffe type of the layer writing each output (None for a net input), names resolved as _select
+    does: how the runtime tells a net ending in Softmax, whose outputs are probabilities, from one ending
+    in logits."""
+    writer = {value: layer.type for layer in graph.layers for value in layer.tops}
+    if not outputs:
+        return {graph.blob_of[value]: writer[value] for value in graph.outputs}
+    layer_type = {layer.name: layer.type for layer in graph.layers if layer.tops}
+    return {name: layer_type[name] if name in layer_type else writer.get(graph.final_value[name]) for name in outputs}

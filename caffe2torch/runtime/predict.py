@@ -3,8 +3,8 @@
 Probabilities: when the layer that writes the net's output blob is a ``Softmax`` (the usual deploy
 ending, e.g. ``prob``), its outputs are already probabilities and are shown as they are; otherwise (the
 SENet nets end at the ``fc`` InnerProduct) a softmax over the classes is applied here.  Deciding from the
-net's definition, not from the numbers, means logits that happen to sum to 1 are never mistaken for
-probabilities.
+net's definition (the converted model's ``output_types``), not from the numbers, means logits that happen
+to sum to 1 are never mistaken for probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from caffe2torch.errors import InputError
 from caffe2torch.runtime.device import Inference, choose_device
 from caffe2torch.runtime.labels import ClassNames, label_map, read_class_names
-from caffe2torch.runtime.session import Session, open_session
+from caffe2torch.runtime.session import open_session
 
 
 @dataclass(frozen=True)
@@ -35,30 +35,10 @@ class Prediction:
     top: list[ClassScore]
 
 
-def producer_type(net: Any, output: str) -> str | None:
-    """The type of the TEST-phase layer whose output ``output`` names: the layer of that name, else
-    the last layer writing a blob of that name (the converter resolves ``outputs`` the same way)."""
-    from caffe2torch.converter.graph import layer_included
-
-    layers = [layer for layer in net.layer if layer_included(layer)]
-    named = [layer.type for layer in layers if layer.name == output]
-    if named:
-        return named[0]
-    writers = [layer.type for layer in layers if output in layer.top]
-    return writers[-1] if writers else None
-
-
-def output_blob(session: Session) -> str | None:
-    """The Caffe blob whose values ``session.scores`` returns."""
-    if session.output is not None:
-        return session.output
-    names = list(getattr(session.module, "output_shapes", {}))
-    return names[0] if len(names) == 1 else None
-
-
-def outputs_are_probabilities(session: Session) -> bool:
-    blob = output_blob(session)
-    return blob is not None and producer_type(session.net, blob) == "Softmax"
+def outputs_are_probabilities(module: Any) -> bool:
+    """Whether the net's one output is written by a Softmax layer, as the converter recorded."""
+    types = list(module.output_types.values())
+    return len(types) == 1 and types[0] == "Softmax"
 
 
 def names_in_net_order(names: ClassNames, names_order: str | None, net_order: str | None,
@@ -98,7 +78,7 @@ def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: i
     chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
     scores = torch.cat([session.scores(torch.from_numpy(np.stack([preprocess(path) for path in chunk]))).cpu()
                         for chunk in chunks])
-    probabilities = scores if outputs_are_probabilities(session) else scores.softmax(dim=1)
+    probabilities = scores if outputs_are_probabilities(session.module) else scores.softmax(dim=1)
     classes = probabilities.shape[1]
     labels = names_in_net_order(names, names_order, session.label_order, classes) if names else None
     values, indices = probabilities.topk(min(top, classes), dim=1)
