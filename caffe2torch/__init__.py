@@ -16,8 +16,21 @@ __all__ = ["load", "__version__", "Caffe2TorchError", "CaffeFormatError", "Conve
 def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=False):
     """Convert a Caffe net (a prototxt path, a zoo name or a NetParameter) to a ``torch.fx.GraphModule``.
 
+    ``weights`` is a ``.caffemodel`` / ``.caffemodel.h5`` path or a mapping of layer name to blobs; without
+    weights the architecture is converted with deterministic random initialisation.  ``outputs`` names
+    layers (their output) or blobs (their last value) to return as a dict instead of the net's output.
+    The model records where the net came from: ``zoo_model`` (the zoo model it is, or None) with that
+    model's ``preset`` and ``label_order``, and ``preprocessing_hints`` from the prototxt's comments.
     Imported lazily so that ``import caffe2torch`` stays cheap for the CLI.
     """
-    from caffe2torch.converter import load as _load
+    from caffe2torch.converter import convert
+    from caffe2torch.nets import open_net
 
-    return _load(prototxt, weights, outputs=outputs, input_shape=input_shape, random_init=random_init)
+    opened = open_net(prototxt)
+    model = convert(opened.net, weights, outputs=outputs, input_shape=input_shape, random_init=random_init)
+    entry = opened.zoo_entry
+    model.zoo_model = opened.zoo_model
+    model.preset = entry.preset if entry is not None else None
+    model.label_order = entry.label_order if entry is not None else None
+    model.preprocessing_hints = opened.preprocessing_hints
+    return model

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from caffe2torch import files
 from caffe2torch.cli import main
-from caffe2torch.converter.export import export_net
+from caffe2torch.nets import export_net
 from caffe2torch.errors import InputError
 
 TINY = """
@@ -37,7 +37,7 @@ DRIVER = r"""
 import json, os, signal, sys, time, traceback
 import torch._dynamo  # imported by the first conversion: import it once, before forking
 import caffe2torch.files, caffe2torch.zoo
-from caffe2torch.converter.export import export_net
+from caffe2torch.nets import export_net
 
 def convert(case):
     points = 0

@@ -87,19 +87,6 @@ def test_a_registered_model_is_in_the_zoo_for_its_block_only(realmodels: Path) -
     assert "lenet_test" not in zoo.MODELS and zoo.identify(lenet) is None
 
 
-def test_resolve_net_takes_zoo_names_and_paths(senet_models: Path) -> None:
-    assert zoo.resolve_net("senet154") == zoo.get("senet154").build()
-    path = senet_models / "SE-BN-Inception.prototxt"
-    assert zoo.resolve_net(path) == zoo.resolve_net(str(path)) == zoo.get("se_bn_inception").build()
-
-
-def test_resolve_net_rejects_unknown_specs(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="neither a prototxt file nor a zoo model.*se_resnet50"):
-        zoo.resolve_net("se_resnet18")
-    with pytest.raises(InputError, match="missing.prototxt: no such prototxt file"):
-        zoo.resolve_net(tmp_path / "missing.prototxt")
-
-
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 

@@ -24,7 +24,7 @@ def convert(prototxt: str, weights: str | None, output: str | None, input_shape:
     and DIR/meta.json (inputs, outputs, preprocessing hints).  Without --weights the architecture is
     converted with deterministic random weights.
     """
-    from caffe2torch.converter.export import export_net
+    from caffe2torch.nets import export_net
 
     directory = output if output is not None else f"{Path(prototxt).stem}-torch"  # export refuses ''
     result = export_net(prototxt, weights, directory, force=force, input_shape=input_shape)

@@ -15,9 +15,10 @@ import click
 def info(model: str, weights: str | None, as_json: bool) -> None:
     """Show MODEL's layers (a prototxt or a zoo name): types, bottoms -> tops, blob shapes, and totals:
     layers by type, learnable parameters, multiply-accumulates, and which zoo model it is."""
-    from caffe2torch.converter import resolve_weights, resolve_net
+    from caffe2torch.converter import resolve_weights
     from caffe2torch.converter.summary import format_table, summarize
+    from caffe2torch.nets import open_net
 
-    net = resolve_net(model)
-    summary = summarize(net, resolve_weights(weights))
+    opened = open_net(model)
+    summary = summarize(opened.net, resolve_weights(weights), zoo_model=opened.zoo_model)
     click.echo(json.dumps(summary, indent=2) if as_json else format_table(summary))

@@ -2,7 +2,8 @@
 
 The pieces: :mod:`.graph` (the IR: phase rules, inputs, in-place tops), :mod:`.registry` (one converter per
 Caffe layer type, :func:`register` for your own), :mod:`.layers` (Caffe's semantics, one module per layer
-family) and :mod:`.build` (the fx graph).
+family) and :mod:`.build` (the fx graph).  It takes net descriptions (NetParameters) only: turning a path or
+a zoo name into one, and knowing which zoo model it is, is :mod:`caffe2torch.nets`'s work.
 """
 
 from __future__ import annotations
@@ -17,23 +18,15 @@ from caffe2torch.converter.graph import NetGraph, build_graph
 from caffe2torch.converter.registry import LayerContext, register, registered, registered_types
 from caffe2torch.limits import memory_budget
 
-__all__ = ["load", "convert", "register", "registered", "registered_types", "LayerContext", "CaffeNet",
-           "NetGraph", "build_graph", "resolve_net", "resolve_weights", "expected_blob_shapes"]
+__all__ = ["convert", "register", "registered", "registered_types", "LayerContext", "CaffeNet", "NetGraph",
+           "build_graph", "resolve_weights", "expected_blob_shapes"]
 
-NetSpec = Any  # a prototxt path, a zoo name, or a caffe_pb2.NetParameter
 Shape = tuple[int, ...]
+Weights = Mapping[str, Sequence[np.ndarray]]
 
 
-def resolve_net(spec: NetSpec) -> Any:
-    """A NetParameter from a prototxt path, a zoo model name, or a NetParameter itself."""
-    if not isinstance(spec, (str, os.PathLike)):
-        return spec
-    from caffe2torch import zoo
-
-    return zoo.resolve_net(spec)
-
-
-def resolve_weights(weights: Any) -> Mapping[str, Sequence[np.ndarray]] | None:
+def resolve_weights(weights: str | os.PathLike | Weights | None) -> Weights | None:
+    """Weights as a mapping of layer name to blobs: a ``.caffemodel`` / ``.caffemodel.h5`` path is read."""
     if weights is None or isinstance(weights, Mapping):
         return weights
     from caffe2torch.caffe_proto import read_weights
@@ -41,30 +34,21 @@ def resolve_weights(weights: Any) -> Mapping[str, Sequence[np.ndarray]] | None:
     return read_weights(weights)
 
 
-def convert(net: Any, weights: Mapping[str, Sequence[np.ndarray]] | None = None, *,
+def convert(net: Any, weights: str | os.PathLike | Weights | None = None, *,
             outputs: Sequence[str] | None = None, input_shape: Shape | dict[str, Shape] | None = None,
             random_init: bool = False) -> CaffeNet:
-    """Convert a NetParameter with weights given as a mapping of layer name to blobs.
+    """Convert a NetParameter, with weights given as a weights file path or a mapping of layer name to
+    blobs, to an equivalent ``torch.fx.GraphModule`` in eval mode.
 
-    Every parameter is charged to one memory budget (see caffe2torch.limits) before it is allocated, so
-    a net that declares terabytes is refused, naming the layer, instead of exhausting memory.
+    ``outputs`` names layers (their output) or blobs (their last value) to return as a dict instead of the
+    net's output.  Reading the weights and every parameter is charged to one memory budget (see
+    caffe2torch.limits) before it is allocated, so a net that declares terabytes is refused, naming the
+    layer, instead of exhausting memory.
     """
     with memory_budget():
-        module = build_module(build_graph(net, input_shape), weights, outputs=outputs, random_init=random_init)
+        module = build_module(build_graph(net, input_shape), resolve_weights(weights), outputs=outputs,
+                              random_init=random_init)
     return module.eval()
-
-
-def load(prototxt: NetSpec, weights: Any = None, *, outputs: Sequence[str] | None = None,
-         input_shape: Shape | dict[str, Shape] | None = None, random_init: bool = False) -> CaffeNet:
-    """Convert a Caffe net to an equivalent ``torch.fx.GraphModule`` in eval mode.
-
-    ``weights`` is a ``.caffemodel`` / ``.caffemodel.h5`` path or a mapping of layer name to blobs; without
-    weights the architecture is converted with deterministic random initialisation.  ``outputs`` names
-    layers (their output) or blobs (their last value) to return as a dict instead of the net's output.
-    """
-    with memory_budget():  # one budget for reading the weights and building the module
-        return convert(resolve_net(prototxt), resolve_weights(weights), outputs=outputs,
-                       input_shape=input_shape, random_init=random_init)
 
 
 def expected_blob_shapes(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -> dict[str, list[Shape]]:

@@ -26,7 +26,15 @@ class CaffeNet(fx.GraphModule):
     attributes describe the net's inputs, outputs and blobs."""
 
     CAFFE_ATTRIBUTES = ("caffe_names", "input_names", "input_shapes", "output_shapes", "blob_shapes",
-                        "net_name", "notes", "output_types")
+                        "net_name", "notes", "output_types", "zoo_model", "preset", "label_order",
+                        "preprocessing_hints")
+
+    # Where the net came from, which caffe2torch.load records (see caffe2torch.nets): the zoo model it is, that
+    # model's preset and label order, and the hints of the prototxt's comments.  None when not known.
+    zoo_model: str | None = None
+    preset: str | None = None
+    label_order: str | None = None
+    preprocessing_hints: dict[str, Any] | None = None
 
     def __deepcopy__(self, memo: dict) -> "CaffeNet":
         # GraphModule's deepcopy rebuilds the module from its graph and forgets other attributes.

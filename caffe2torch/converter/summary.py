@@ -13,9 +13,10 @@ from caffe2torch.errors import Caffe2TorchError
 STATISTICS_TYPES = {"BatchNorm"}
 
 
-def summarize(net: Any, weights: Mapping[str, Sequence[np.ndarray]] | None = None) -> dict[str, Any]:
+def summarize(net: Any, weights: Mapping[str, Sequence[np.ndarray]] | None = None, *,
+              zoo_model: str | None = None) -> dict[str, Any]:
     """A JSON-ready description of ``net``; blob shapes come from ``weights`` when given, else from the
-    shapes the converter needs."""
+    shapes the converter needs.  ``zoo_model``: the zoo model the net is (caffe2torch.nets knows)."""
     from caffe2torch.converter import convert
     from caffe2torch.converter.stats import count_macs, count_parameters
 
@@ -39,12 +40,6 @@ def summarize(net: Any, weights: Mapping[str, Sequence[np.ndarray]] | None = Non
                          if name in types and types[name] not in STATISTICS_TYPES for b in blobs)
     else:
         parameters = count_parameters(model) if model is not None else None
-    try:
-        from caffe2torch import zoo
-
-        zoo_model = zoo.identify(net)
-    except ImportError:
-        zoo_model = None
     return {
         "name": net.name,
         "layers": rows,

@@ -100,20 +100,21 @@ def compare(prototxt: Any, weights: Any, *, image: str | Path | None = None, ref
     import torch
 
     import caffe2torch
-    from caffe2torch.converter import resolve_net
     from caffe2torch.converter.graph import build_graph
+    from caffe2torch.nets import open_net
     from caffe2torch.runtime import reference as references
 
     if not tolerance > 0:
         raise InputError(f"the tolerance must be positive, not {tolerance}")
     run_reference = references.runtime(reference)  # a missing runtime fails before any work
-    net = resolve_net(prototxt)
+    opened = open_net(prototxt)
+    net = opened.net
     graph = build_graph(net, input_shape)
-    preset = _preset(net, preset_name)
+    preset = _preset(opened.zoo_entry, preset_name)
     inputs, described = _inputs(graph, image, preset, seed)
     layers = [layer for layer in graph.layers if layer.tops]
     names = [layer.name for layer in layers]
-    model = caffe2torch.load(net, weights, outputs=names, input_shape={n: a.shape for n, a in inputs.items()})
+    model = caffe2torch.load(opened, weights, outputs=names, input_shape={n: a.shape for n, a in inputs.items()})
     with torch.no_grad():
         ours = model(*(torch.from_numpy(inputs[name]) for name in model.input_names))
     theirs = run_reference(net, weights, inputs, names)
@@ -126,14 +127,12 @@ def compare(prototxt: Any, weights: Any, *, image: str | Path | None = None, ref
     return comparison
 
 
-def _preset(net: Any, preset_name: str | None) -> Any:
+def _preset(zoo_entry: Any, preset_name: str | None) -> Any:
     """The named preset, else the preset of the zoo model the net is, else None."""
-    from caffe2torch import zoo
     from caffe2torch.runtime.presets import get_preset
 
-    if preset_name is None:
-        model_name = zoo.identify(net)
-        preset_name = zoo.get(model_name).preset if model_name is not None else None
+    if preset_name is None and zoo_entry is not None:
+        preset_name = zoo_entry.preset
     return get_preset(preset_name) if preset_name is not None else None
 
 

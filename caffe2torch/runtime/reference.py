@@ -289,9 +289,9 @@ def _pycaffe() -> Any:
 
 def _prepare(prototxt: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> tuple[Any, DeployNet, dict]:
     """The net, its deploy form for the inputs' shapes, and the inputs as float32 by blob name."""
-    from caffe2torch.converter import resolve_net
+    from caffe2torch.nets import open_net
 
-    net = resolve_net(prototxt)
+    net = open_net(prototxt).net
     shapes = ({name: np.shape(array) for name, array in inputs.items()} if isinstance(inputs, Mapping)
               else np.shape(inputs))
     deploy = deploy_net(net, shapes)

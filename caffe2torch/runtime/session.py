@@ -22,24 +22,13 @@ from caffe2torch.runtime.preprocess import Preprocessor
 from caffe2torch.runtime.presets import Preset, get_preset
 
 
-def read_net(prototxt: Any) -> Any:
-    """A NetParameter from a prototxt path, a zoo name, or a NetParameter."""
-    from caffe2torch.converter import resolve_net
-
-    return resolve_net(prototxt)
-
-
-def zoo_entry(net: Any, model_name: str | None) -> tuple[str | None, Any]:
-    """The zoo entry named ``model_name`` (an unknown name is an error), else the one the net is
-    recognised as, else ``(None, None)``."""
+def named_zoo_entry(model_name: str) -> Any:
+    """The zoo entry a ``--model`` option names; an unknown name is an error."""
     from caffe2torch import zoo
 
-    if model_name is not None:
-        if model_name not in zoo.MODELS:
-            raise InputError(f"unknown model {model_name!r}; known: {', '.join(sorted(zoo.MODELS))}")
-        return model_name, zoo.get(model_name)
-    name = zoo.identify(net)
-    return (name, zoo.get(name)) if name is not None else (None, None)
+    if model_name not in zoo.MODELS:
+        raise InputError(f"unknown model {model_name!r}; known: {', '.join(sorted(zoo.MODELS))}")
+    return zoo.get(model_name)
 
 
 @dataclass
@@ -47,7 +36,6 @@ class Session:
     """A converted net on its device.  ``module`` is the converted GraphModule, ``runnable`` the same
     prepared for ``inference`` (moved, maybe channels-last or compiled)."""
 
-    net: Any
     module: nn.Module
     runnable: nn.Module
     inference: Inference
@@ -102,20 +90,23 @@ def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_nam
                  random_init: bool = False) -> Session:
     """Convert the net, find its zoo entry and preset, and put it on ``inference``'s device.
 
+    The zoo entry is the one ``model_name`` names, else the one the converted model was recognised as.
     An explicit ``preset_name`` wins over the zoo entry's preset; without either the preset is ``None``
     (fine for ``bench``; ``verify`` and ``predict`` then ask for one).  ``interpolation`` replaces the
     preset's resize filter, for experiments.
     """
     import caffe2torch
 
-    net = read_net(prototxt)
-    model_name, entry = zoo_entry(net, model_name)
+    entry = named_zoo_entry(model_name) if model_name is not None else None
+    if isinstance(weights, (str, os.PathLike)) and not Path(weights).is_file():
+        raise InputError(f"{weights}: no such weights file")
+    module = caffe2torch.load(prototxt, weights, outputs=[output] if output else None, random_init=random_init)
+    if entry is None and module.zoo_model is not None:
+        entry = named_zoo_entry(module.zoo_model)
     if preset_name is None and entry is not None:
-        preset_name = getattr(entry, "preset", None)
+        preset_name = entry.preset
     preset = get_preset(preset_name) if preset_name is not None else None
     if preset is not None and interpolation is not None:
         preset = dataclasses.replace(preset, interpolation=interpolation)
-    if isinstance(weights, (str, os.PathLike)) and not Path(weights).is_file():
-        raise InputError(f"{weights}: no such weights file")
-    module = caffe2torch.load(net, weights, outputs=[output] if output else None, random_init=random_init)
-    return Session(net, module, inference.prepare(module), inference, model_name, entry, preset, output)
+    model_name = entry.name if entry is not None else None
+    return Session(module, inference.prepare(module), inference, model_name, entry, preset, output)

@@ -2,7 +2,8 @@
 
 Each entry's ``build()`` returns a ``NetParameter`` equal, layer for layer, to the release prototxt
 as :func:`caffe2torch.caffe_proto.read_prototxt` reads it, so a zoo name can stand wherever a prototxt
-is accepted.  Preprocessing and label order are referred to by name; the runtime owns their values.
+is accepted (:func:`caffe2torch.nets.open_net` turns names into nets).  Preprocessing and label order are
+referred to by name; the runtime owns their values.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from caffe2torch.caffe_proto import caffe_pb2, read_prototxt
+from caffe2torch.caffe_proto import caffe_pb2
 from caffe2torch.errors import InputError
 from caffe2torch.files import atomic_output
 from caffe2torch.zoo import inception, resnet
 
-__all__ = ["ZooEntry", "MODELS", "get", "identify", "registered_model", "resolve_net", "export_prototxt"]
+__all__ = ["ZooEntry", "MODELS", "get", "identify", "registered_model", "export_prototxt"]
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,6 @@ def identify(net: caffe_pb2.NetParameter) -> str | None:
         return None
     structure = _layers_only(net)
     return next((name for name in candidates if _zoo_structure(name) == structure), None)
-
-
-def resolve_net(spec: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
-    """The net named by ``spec``: an existing prototxt file, else a zoo model name."""
-    path = Path(spec)
-    if path.exists():
-        return read_prototxt(path)
-    if str(spec) in MODELS:
-        return MODELS[str(spec)].build()
-    if path.suffix or len(path.parts) > 1:
-        raise InputError(f"{spec}: no such prototxt file")
-    raise InputError(f"{spec}: neither a prototxt file nor a zoo model (the zoo has: {', '.join(MODELS)})")
 
 
 def export_prototxt(name: str, path: str | os.PathLike[str], *, force: bool = False) -> Path:
