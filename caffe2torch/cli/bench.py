@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from caffe2torch.cli.options import plugin_option
 from caffe2torch.errors import InputError
 from caffe2torch.runtime import PRECISIONS
 
@@ -24,6 +25,7 @@ from caffe2torch.runtime import PRECISIONS
 @click.option("--channels-last", is_flag=True, help="Run in channels-last memory format.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
+@plugin_option
 def bench(prototxt: str, weights: str | None, batch_size: int, device: str | None, precision: str,
           iterations: int, warmup: int, compile_model: bool, channels_last: bool, json_path: str | None,
           force: bool) -> None:

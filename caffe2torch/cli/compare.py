@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from caffe2torch.cli.options import parse_shape
+from caffe2torch.cli.options import parse_shape, plugin_option
 from caffe2torch.errors import InputError
 from caffe2torch.runtime.compare import DEFAULT_TOLERANCE
 from caffe2torch.runtime.reference import REFERENCES
@@ -27,6 +27,7 @@ from caffe2torch.runtime.reference import REFERENCES
 @click.option("--seed", default=0, show_default=True, help="Seed of the random input.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the comparison as JSON.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
+@plugin_option
 def compare(prototxt: str, weights: str, image: str | None, reference: str, tolerance: float,
             preset_name: str | None, input_shape: tuple[int, ...] | None, seed: int, json_path: str | None,
             force: bool) -> None:

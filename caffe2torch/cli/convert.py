@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from caffe2torch.cli.options import parse_shape
+from caffe2torch.cli.options import parse_shape, plugin_option
 
 
 @click.command()
@@ -16,6 +16,7 @@ from caffe2torch.cli.options import parse_shape
               "(default: NAME-torch).")
 @click.option("--input-shape", callback=parse_shape, help="Input shape such as 1,3,224,224 (overrides the net's).")
 @click.option("--force", is_flag=True, help="Replace the previous output in the directory.")
+@plugin_option
 def convert(prototxt: str, weights: str | None, output: str | None, input_shape: tuple[int, ...] | None,
             force: bool) -> None:
     """Convert PROTOTXT (a file or a zoo name such as se_resnext50) to standalone PyTorch files.

@@ -16,3 +16,19 @@ def parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) -
     if not shape or any(d <= 0 for d in shape):
         raise click.BadParameter(f"{value!r}: every dimension must be positive")
     return shape
+
+
+def _load_plugins(ctx: click.Context, param: click.Parameter, plugins: tuple[str, ...]) -> None:
+    """Import each plugin as its option is parsed, so that the command itself needs no parameter for it."""
+    if plugins:
+        from caffe2torch.converter.registry import load_plugin  # imports torch: only when asked for
+
+        for plugin in plugins:
+            load_plugin(plugin)
+
+
+# For every command that reads a net: converters of custom layer types, registered by a user's file or module.
+plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE", expose_value=False, callback=_load_plugins,
+    help="Python file or module to import first: its @caffe2torch.converter.register functions convert custom "
+         "layer types (repeatable).")

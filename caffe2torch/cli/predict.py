@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from caffe2torch.cli.options import plugin_option
 from caffe2torch.runtime import PRECISIONS
 from caffe2torch.runtime.presets import INTERPOLATIONS
 
@@ -25,6 +26,7 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
 @click.option("--device", help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--output", help="Output blob holding the class scores, when the net has several.")
+@plugin_option
 def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, class_names: str | None,
             label_order: str | None, model_name: str | None, preset_name: str | None,
             interpolation: str | None, device: str | None, precision: str, output: str | None) -> None:

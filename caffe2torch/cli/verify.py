@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from caffe2torch.cli.options import plugin_option
 from caffe2torch.errors import InputError
 from caffe2torch.runtime import PRECISIONS
 from caffe2torch.runtime.presets import INTERPOLATIONS
@@ -40,6 +41,7 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 @click.option("--quiet", is_flag=True, help="No progress line.")
+@plugin_option
 def verify(prototxt: str, weights: str, images: str, labels: str | None, model_name: str | None,
            preset_name: str | None, interpolation: str | None, label_order: str | None, batch_size: int,
            device: str | None, precision: str, limit: int | None, workers: int, output: str | None, channels_last: bool,

@@ -15,16 +15,23 @@ built-in ``Axpy`` is registered::
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import math
+import os
+import re
+import sys
+import types
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from caffe2torch.errors import ConversionError
+from caffe2torch.errors import ConversionError, InputError
 from caffe2torch.limits import charge
 
 Shape = tuple[int, ...]
@@ -76,7 +83,8 @@ def get_converter(layer_type: str, layer_name: str) -> Converter:
     except KeyError:
         raise ConversionError(
             f"layer {layer_name!r}: no converter for Caffe type {layer_type!r}; register one with "
-            f"@caffe2torch.converter.register({layer_type!r}) (see the README, 'Custom layers')") from None
+            f"@caffe2torch.converter.register({layer_type!r}) (on the command line, in a file given with "
+            f"--plugin; see the README, 'Custom layers')") from None
 
 
 def registered_types() -> list[str]:
@@ -179,3 +187,51 @@ def _initial_blob(layer_name: str, index: int, shape: Shape, init: str) -> torch
     generator = torch.Generator().manual_seed(zlib.crc32(f"{layer_name}/{index}".encode()))
     fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
     return torch.randn(shape, generator=generator).mul_((2.0 / max(fan_in, 1)) ** 0.5)
+
+
+def load_plugin(plugin: str | os.PathLike) -> types.ModuleType:
+    """Import a user's converters: a Python file (``my_layers.py``) or an importable module (``my_pkg.layers``),
+    whose ``@register`` calls run as it is imported.
+
+    A file is imported once per process however often it is named (a second import would register its
+    converters twice).  A missing plugin, or one that fails while it is imported, is an InputError naming it
+    (the cause chained), and leaves the registry as it was.
+    """
+    text = os.fspath(plugin)
+    is_file = text.endswith(".py") or os.sep in text or "/" in text
+    converters, counts = dict(_CONVERTERS), dict(_COUNTS)
+    try:
+        return _load_plugin_file(Path(text)) if is_file else importlib.import_module(text)
+    except Exception as error:
+        for registry, before in ((_CONVERTERS, converters), (_COUNTS, counts)):
+            registry.clear()
+            registry.update(before)
+        if isinstance(error, InputError):
+            raise
+        if isinstance(error, ModuleNotFoundError) and not is_file and error.name is not None and (
+                text == error.name or text.startswith(error.name + ".")):
+            raise InputError(f"plugin {text!r}: no such file or importable module") from None
+        raise InputError(f"plugin {text!r} failed to import: {type(error).__name__}: {error}") from error
+
+
+def _load_plugin_file(path: Path) -> types.ModuleType:
+    """The module of a plugin file, under a private name per file: never the name of an importable module
+    that it could shadow."""
+    if not path.is_file():
+        raise InputError(f"plugin {str(path)!r}: no such file")
+    resolved = path.resolve()
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"_caffe2torch_plugin_{zlib.crc32(str(resolved).encode()):08x}_{stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise InputError(f"plugin {str(path)!r}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # while it runs too: inspect and dataclasses look classes' modules up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
