@@ -140,15 +140,6 @@ def generate_code(model: CaffeNet) -> str:
     ])
 
 
-def preprocessing_hints(prototxt_text: str) -> dict[str, Any]:
-    """Hints a release states only in comments, such as SENet's ``# mean_value: 104, 117, 123``."""
-    hints: dict[str, Any] = {}
-    for key, value in re.findall(r"^\s*#\s*(mean_value|scale|crop_size)\s*:\s*(.+)$", prototxt_text, re.M):
-        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", value)]
-        hints[key] = numbers if key == "mean_value" else (numbers[0] if numbers else None)
-    return hints
-
-
 # What a previous export may have left in its directory, which force=True replaces: its files, and the
 # __pycache__ that importing model.py from there creates.
 _PREVIOUS_OUTPUT = (MODEL_FILE, WEIGHTS_FILE, META_FILE, "__pycache__")
@@ -175,32 +166,3 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any
         META_FILE: lambda path: path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"),
     }
     return write_file_set(directory, writers, force=force, replaceable=_PREVIOUS_OUTPUT)
-
-
-def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: bool = False,
-               input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Convert a prototxt / zoo name (+ weights) and export it; returns a summary for the CLI to print."""
-    from caffe2torch.converter import resolve_weights, convert, resolve_net
-
-    check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before a conversion that takes seconds
-    net = resolve_net(spec)
-    weights_map = resolve_weights(weights)
-    model = convert(net, weights_map, input_shape=input_shape, random_init=weights_map is None)
-    meta: dict[str, Any] = {"source": str(spec), "weights": str(weights) if weights is not None else None,
-                            "random_weights": weights_map is None}
-    if isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
-        meta["preprocessing"] = preprocessing_hints(Path(spec).read_text(encoding="utf-8", errors="replace"))
-    try:
-        from caffe2torch import zoo
-
-        name = zoo.identify(net)
-    except ImportError:
-        name = None
-    if name is not None:
-        entry = zoo.get(name)
-        meta["zoo_model"] = name
-        meta["preset"] = entry.preset
-        meta["label_order"] = entry.label_order
-    paths = export(model, directory, meta=meta, force=force)
-    return {"model": model, "paths": paths, "meta": meta,
-            "parameters": sum(p.numel() for p in model.parameters())}
