@@ -3,12 +3,9 @@ dict that loads with ``weights_only=True``) and ``meta.json`` (inputs, outputs, 
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +13,14 @@ import torch
 from torch import nn
 
 from caffe2torch.converter.build import CaffeNet
+from caffe2torch.converter.standalone import ModelDefinitions, check_model_code
 from caffe2torch.errors import InputError
 from caffe2torch.files import check_output_directory, write_file_set
 
 MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.py", "weights.pt", "meta.json"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def _layer_source(module_name: str) -> tuple[list[str], list[str]]:
-    """The imports and the definitions of one ``converter.layers`` module that runtime code needs:
-    classes and plain helpers, without the converter functions and without caffe2torch imports."""
-    source = inspect.getsource(sys.modules[module_name])
-    imports, definitions = [], []
-    for node in ast.parse(source).body:
-        segment = ast.get_source_segment(source, node)
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-            if not (module or "").startswith("caffe2torch") and module != "__future__":
-                imports.append(segment)
-        elif isinstance(node, ast.ClassDef) or (isinstance(node, ast.FunctionDef) and not node.decorator_list):
-            definitions.append(segment)
-        elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
-            definitions.append(segment)
-    return imports, definitions
+# The top-level names generate_code writes besides the copied definitions.
+_MODEL_NAMES = ("annotations", "Net", "load", "NET_NAME", "CAFFE_NAMES", "INPUTS", "INPUT_SHAPES")
 
 
 def _literal(value: Any) -> str:
@@ -64,7 +46,7 @@ def _literal(value: Any) -> str:
     raise TypeError(f"{value!r} (a {kind.__name__}) is not plain data")
 
 
-def _constructor(module: nn.Module, layer_name: str) -> str:
+def _constructor(module: nn.Module, layer_name: str, definitions: ModelDefinitions) -> str:
     """The code that rebuilds ``module``: its class and its recorded constructor arguments."""
     cls = type(module)
     kwargs = getattr(module, "_init_kwargs", None)
@@ -78,26 +60,26 @@ def _constructor(module: nn.Module, layer_name: str) -> str:
         except TypeError as error:
             raise InputError(f"cannot export layer {layer_name!r}: argument {key!r} of its {cls.__name__} "
                              f"cannot be written as code: {error}") from None
-    prefix = f"{cls.__module__}." if cls.__module__.startswith("torch.") else ""
-    return f"{prefix}{cls.__qualname__}({', '.join(args)})"
+    return f"{definitions.reference(cls, layer_name)}({', '.join(args)})"
 
 
 def generate_code(model: CaffeNet) -> str:
-    """Python source of a standalone ``Net`` equal to ``model``."""
-    imports: list[str] = ["import torch", "from torch import nn"]
-    definitions: list[str] = []
-    seen_modules: set[str] = set()
+    """Python source of a standalone ``Net`` equal to ``model``, checked by building it (see check_model_code):
+    an InputError names what cannot be exported instead of a model.py that fails when imported."""
+    code = _model_code(model)
+    check_model_code(code, model)
+    return code
+
+
+def _model_code(model: CaffeNet) -> str:
+    definitions = ModelDefinitions(reserved=_MODEL_NAMES)
     lines = []
     for ident, module in model.named_children():
         if not _IDENTIFIER.match(ident):
             raise AssertionError(f"unsafe module name {ident!r}")
-        cls_module = type(module).__module__
-        if cls_module.startswith("caffe2torch.") and cls_module not in seen_modules:
-            seen_modules.add(cls_module)
-            more_imports, more_definitions = _layer_source(cls_module)
-            imports += [i for i in more_imports if i not in imports]
-            definitions += more_definitions
-        lines.append(f"        self.{ident} = {_constructor(module, model.caffe_names.get(ident, ident))}")
+        constructor = _constructor(module, model.caffe_names.get(ident, ident), definitions)
+        lines.append(f"        self.{ident} = {constructor}")
+    imports = definitions.header(required=("import torch", "from torch import nn"))  # class Net needs them
     forward = model.code.strip("\n")
     forward = "\n".join("    " + line if line else line for line in forward.splitlines())
     names = "\n".join(f"    {ident!r}: {name!r}," for ident, name in model.caffe_names.items())
@@ -112,7 +94,7 @@ def generate_code(model: CaffeNet) -> str:
         *imports,
         "",
         "",
-        *[d + "\n\n" for d in definitions],
+        *[d + "\n\n" for d in definitions.blocks()],
         f"NET_NAME = {model.net_name!r}",
         "# Python name of each submodule -> the Caffe layer it came from",
         f"CAFFE_NAMES = {{\n{names}\n}}",
