@@ -93,6 +93,14 @@ def test_library_files_import_only_torch_math_and_each_other() -> None:
                     ] == [], path.name
 
 
+def test_the_package_imports_every_library_file() -> None:
+    """Identifiers reserve the names of the files the package has imported: all of them, whoever imports first."""
+    package = (PACKAGE / "modules" / "__init__.py").read_text(encoding="utf-8")
+    for path in LIBRARY_FILES:
+        if path.name != "__init__.py":
+            assert f"from caffe2torch.modules.{path.stem} import " in package, path.name
+
+
 def test_library_files_define_each_top_level_name_once() -> None:
     """model.py copies the files side by side: a name two files define would be a clash there."""
     owner: dict[str, str] = {}
