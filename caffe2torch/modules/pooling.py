@@ -28,7 +28,35 @@ def average_divisors(size: int, kernel: int, stride: int, pad: int, count: int,
 
 def caffe_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
                  pad: tuple[int, int], round_up: bool = True) -> torch.Tensor:
-    """2-D MAX or AVE pooling over the last two axes exactly as Caffe computes it."""
+    """2-D MAX or AVE pooling over the last two axes exactly as Caffe computes it.
+
+    torch's own pooling with ``ceil_mode`` follows Caffe's rules (the same output size, the same dropped last
+    window, and for ``count_include_pad`` the same divisor clipped to the padded input), so it is used
+    wherever torch accepts the padding (at most half the kernel) and agrees on the output size; it is also
+    what exports to ONNX. The rest, which Caffe allows, takes the explicit path.
+    """
+    if all(2 * p <= k and _torch_pooled_size(size, k, s, p, round_up) == pooled_size(size, k, s, p, round_up)
+           for size, k, s, p in zip(x.shape[-2:], kernel, stride, pad)):
+        if method == "MAX":
+            return F.max_pool2d(x, kernel, stride, pad, ceil_mode=round_up)
+        return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=round_up, count_include_pad=True)
+    return padded_pool2d(x, method, kernel, stride, pad, round_up)
+
+
+def _torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """torch's pooling output size: Caffe's, except that with ``ceil_mode`` torch drops a last window
+    starting past the input even without padding, where Caffe keeps it (and pools nothing: -FLT_MAX for MAX,
+    0/0 for AVE)."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def padded_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
+                  pad: tuple[int, int], round_up: bool = True) -> torch.Tensor:
+    """Caffe's pooling for any padding: pad explicitly, pool without padding, divide by Caffe's divisors."""
     height, width = x.shape[-2:]
     out_h = pooled_size(height, kernel[0], stride[0], pad[0], round_up)
     out_w = pooled_size(width, kernel[1], stride[1], pad[1], round_up)
