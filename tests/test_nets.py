@@ -1,8 +1,10 @@
-"""caffe2torch.nets: a prototxt path, a zoo name or a NetParameter opened in one place, and what
-caffe2torch.load records from it."""
+"""caffe2torch.nets: a prototxt path, a zoo name or a NetParameter opened in one place, what
+caffe2torch.load records from it, and the layering that keeps the converter and the runtime apart from
+the zoo and from protobuf."""
 
 from __future__ import annotations
 
+import ast
 import copy
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from caffe2torch import zoo
 from caffe2torch.caffe_proto import parse_prototxt, read_prototxt
 from caffe2torch.errors import InputError
 from caffe2torch.nets import open_net, preprocessing_hints
+
+PACKAGE = Path(caffe2torch.__file__).parent
 
 TINY = """name: "tiny"
 # mean_value: 1, 2, 3
@@ -69,3 +73,29 @@ def test_load_records_where_the_net_came_from(tmp_path: Path) -> None:
             assert (model.zoo_model, model.preset, model.label_order) == ("tiny_test", "senet", "synset"), spec
     copied = copy.deepcopy(model)
     assert (copied.zoo_model, copied.preset, copied.label_order) == ("tiny_test", "senet", "synset")
+    assert copied.preprocessing_hints == model.preprocessing_hints
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function; ``from a import b`` counts as a.b."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("converter", ("caffe2torch.zoo", "caffe2torch.nets", "caffe2torch.runtime")),
+    ("runtime", ("caffe2torch.caffe_proto.caffe_pb2", "google.protobuf")),
+    ("zoo", ("caffe2torch.converter", "caffe2torch.nets", "caffe2torch.runtime")),
+])
+def test_layering(package: str, forbidden: tuple[str, ...]) -> None:
+    offenders = {f"{path.relative_to(PACKAGE)}: {module}"
+                 for path in sorted((PACKAGE / package).rglob("*.py"))
+                 for module in imported_modules(path)
+                 if any(module == name or module.startswith(name + ".") for name in forbidden)}
+    assert offenders == set()

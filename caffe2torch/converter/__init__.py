@@ -14,12 +14,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from caffe2torch.converter.build import CaffeNet, build_module
+from caffe2torch.converter.deploy import DeployForm, deploy_form, deploy_form_of
 from caffe2torch.converter.graph import NetGraph, build_graph
 from caffe2torch.converter.registry import LayerContext, register, registered, registered_types
 from caffe2torch.limits import memory_budget
 
 __all__ = ["convert", "register", "registered", "registered_types", "LayerContext", "CaffeNet", "NetGraph",
-           "build_graph", "resolve_weights", "expected_blob_shapes"]
+           "build_graph", "resolve_weights", "expected_blob_shapes", "DeployForm", "deploy_form"]
 
 Shape = tuple[int, ...]
 Weights = Mapping[str, Sequence[np.ndarray]]
@@ -41,13 +42,14 @@ def convert(net: Any, weights: str | os.PathLike | Weights | None = None, *,
     blobs, to an equivalent ``torch.fx.GraphModule`` in eval mode.
 
     ``outputs`` names layers (their output) or blobs (their last value) to return as a dict instead of the
-    net's output.  Reading the weights and every parameter is charged to one memory budget (see
-    caffe2torch.limits) before it is allocated, so a net that declares terabytes is refused, naming the
-    layer, instead of exhausting memory.
+    net's output.  The model carries its ``deploy`` form, for reference runtimes (see .deploy).  Reading
+    the weights and every parameter is charged to one memory budget (see caffe2torch.limits) before it is
+    allocated, so a net that declares terabytes is refused, naming the layer, instead of exhausting memory.
     """
     with memory_budget():
-        module = build_module(build_graph(net, input_shape), resolve_weights(weights), outputs=outputs,
-                              random_init=random_init)
+        graph = build_graph(net, input_shape)
+        module = build_module(graph, resolve_weights(weights), outputs=outputs, random_init=random_init)
+    module.deploy = deploy_form_of(graph)
     return module.eval()
 
 

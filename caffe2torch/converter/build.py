@@ -26,7 +26,7 @@ class CaffeNet(fx.GraphModule):
     attributes describe the net's inputs, outputs and blobs."""
 
     CAFFE_ATTRIBUTES = ("caffe_names", "input_names", "input_shapes", "output_shapes", "blob_shapes",
-                        "net_name", "notes", "output_types", "zoo_model", "preset", "label_order",
+                        "net_name", "notes", "output_types", "deploy", "zoo_model", "preset", "label_order",
                         "preprocessing_hints")
 
     # Where the net came from, which caffe2torch.load records (see caffe2torch.nets): the zoo model it is, that

@@ -100,7 +100,7 @@ def compare(prototxt: Any, weights: Any, *, image: str | Path | None = None, ref
     import torch
 
     import caffe2torch
-    from caffe2torch.converter.graph import build_graph
+    from caffe2torch.converter.deploy import deploy_form
     from caffe2torch.nets import open_net
     from caffe2torch.runtime import reference as references
 
@@ -108,22 +108,22 @@ def compare(prototxt: Any, weights: Any, *, image: str | Path | None = None, ref
         raise InputError(f"the tolerance must be positive, not {tolerance}")
     run_reference = references.runtime(reference)  # a missing runtime fails before any work
     opened = open_net(prototxt)
-    net = opened.net
-    graph = build_graph(net, input_shape)
+    deploy = deploy_form(opened.net, input_shape)  # the layers to compare, before the work of converting
+    if deploy.problem is not None:
+        raise InputError(deploy.problem)
     preset = _preset(opened.zoo_entry, preset_name)
-    inputs, described = _inputs(graph, image, preset, seed)
-    layers = [layer for layer in graph.layers if layer.tops]
-    names = [layer.name for layer in layers]
+    inputs, described = _inputs(deploy.input_shapes, image, preset, seed)
+    names = [name for name, _ in deploy.layers]
     model = caffe2torch.load(opened, weights, outputs=names, input_shape={n: a.shape for n, a in inputs.items()})
     with torch.no_grad():
         ours = model(*(torch.from_numpy(inputs[name]) for name in model.input_names))
-    theirs = run_reference(net, weights, inputs, names)
+    theirs = run_reference(model, weights, inputs, names)
     comparison = Comparison(reference, tolerance, described)
-    for layer in layers:
-        mine = ours[layer.name]
+    for name, layer_type in deploy.layers:
+        mine = ours[name]
         if isinstance(mine, tuple):  # a layer with several tops: the references give its first
             mine = mine[0]
-        comparison.layers.append(difference(layer.name, layer.type, mine.numpy(), theirs[layer.name], tolerance))
+        comparison.layers.append(difference(name, layer_type, mine.numpy(), theirs[name], tolerance))
     return comparison
 
 
@@ -136,11 +136,12 @@ def _preset(zoo_entry: Any, preset_name: str | None) -> Any:
     return get_preset(preset_name) if preset_name is not None else None
 
 
-def _inputs(graph: Any, image: str | Path | None, preset: Any, seed: int) -> tuple[dict[str, np.ndarray], str]:
+def _inputs(input_shapes: dict[str, tuple[int, ...]], image: str | Path | None, preset: Any,
+            seed: int) -> tuple[dict[str, np.ndarray], str]:
     """One batch-1 input per net input, and a description of where it came from."""
     from caffe2torch.runtime.preprocess import Preprocessor
 
-    shapes = {graph.blob_of[value]: (1, *shape[1:]) for value, shape in graph.inputs}
+    shapes = {name: (1, *shape[1:]) for name, shape in input_shapes.items()}
     if image is not None:
         if len(shapes) != 1:
             raise InputError(f"--input gives one image, but the net has {len(shapes)} inputs")

@@ -23,12 +23,13 @@ computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
 * **Names.**  OpenCV names each output after the layer that made it, except a Convolution's, which it
   names after the convolution's top blob (so ``conv`` with top ``x`` can only be asked for as ``x``).
   The net is handed over with every blob written once and each layer's first top named after the layer
-  (see :class:`DeployNet`): both namings then agree, and no output is computed in place over another.
-  Only a layer's first output can be read reliably: ``forward`` can ask for no other, and the others of
-  ``forwardAndRetrieve`` are not protected from layers that later reuse their memory.
-* **Deploy form.**  OpenCV runs only deploy nets, so the net is handed over as our converter sees it for
-  the TEST phase: excluded and training-only layers dropped, data layers replaced by an ``Input`` layer of
-  the given arrays' shapes.
+  (see :mod:`caffe2torch.converter.deploy`): both namings then agree, and no output is computed in place
+  over another.  Only a layer's first output can be read reliably: ``forward`` can ask for no other, and
+  the others of ``forwardAndRetrieve`` are not protected from layers that later reuse their memory.
+* **Deploy form.**  OpenCV runs only deploy nets, so the net is handed over in the deploy form the
+  converter makes (:class:`caffe2torch.converter.deploy.DeployForm`): the TEST phase as the converter sees
+  it, excluded and training-only layers dropped, data layers replaced by an ``Input`` layer of the given
+  arrays' shapes.
 * **Weights.**  OpenCV reads binary caffemodels (current or legacy V1 form) itself; HDF5 weights or
   weights given as arrays are first written to a temporary binary caffemodel.
 """
@@ -39,13 +40,15 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from caffe2torch.errors import ConversionError, InputError
+
+if TYPE_CHECKING:  # the converter imports torch, which the command line's option parsing must not pay for
+    from caffe2torch.converter.deploy import DeployForm
 
 # The type name OpenCV sees for the release's Axpy layers; see the module docstring for why.
 AXPY_TYPE = "Caffe2TorchAxpy"
@@ -94,74 +97,7 @@ def _axpy_registered() -> Iterator[None]:
         cv2.dnn_unregisterLayer(AXPY_TYPE)
 
 
-@dataclass
-class DeployNet:
-    """A net in the form a reference runtime runs it.
-
-    ``net`` has one ``Input`` layer with the given shapes, then the layers of the TEST phase in order,
-    without phase rules, and every blob written once: a layer's first top is named after the layer, its
-    others ``layer:i``.  So nothing is computed in place, each layer's output stays readable, and OpenCV's
-    naming of outputs (by layer, except a Convolution, which it names after its top) cannot go astray.
-    ``blob`` maps each value of our ``graph`` to its blob name in ``net``.
-    """
-
-    net: Any  # caffe_pb2.NetParameter
-    graph: Any  # caffe2torch.converter.graph.NetGraph
-    blob: dict[str, str]
-
-    def value(self, name: str) -> str:
-        """The value a requested name means: a layer's first top, or a blob's last value."""
-        layer = next((layer for layer in self.graph.layers if layer.name == name), None)
-        if layer is not None:
-            if not layer.tops:
-                raise InputError(f"layer {name!r} has no output")
-            return layer.tops[0]
-        if name in self.graph.final_value:
-            return self.graph.final_value[name]
-        raise InputError(f"{name!r} is neither a layer nor a blob of the net")
-
-
-def deploy_net(net: Any, input_shapes: Mapping[str, Sequence[int]] | Sequence[int]) -> DeployNet:
-    """``net`` for a reference runtime (see :class:`DeployNet`).
-
-    ``input_shapes``: one shape (for a net with one input) or a shape per input blob.
-    """
-    from caffe2torch.caffe_proto import caffe_pb2
-    from caffe2torch.converter.graph import build_graph
-
-    shapes = ({name: tuple(shape) for name, shape in input_shapes.items()} if isinstance(input_shapes, Mapping)
-              else tuple(input_shapes))
-    graph = build_graph(net, shapes)
-    deploy = caffe_pb2.NetParameter(name=net.name)
-    blob = {value: graph.blob_of[value] for value, _ in graph.inputs}
-    taken = set(blob.values())
-    for layer in graph.layers:
-        if layer.name in taken:
-            raise InputError(f"layer {layer.name!r} has the name of another layer or of a net input; a reference "
-                             "runtime could not tell their outputs apart")
-        taken.add(layer.name)
-    input_name, suffix = "input", 1
-    while input_name in taken:  # a layer of the net may be called "input" already
-        suffix += 1
-        input_name = f"input_{suffix}"
-    inputs = deploy.layer.add(name=input_name, type="Input")
-    for value, shape in graph.inputs:
-        inputs.top.append(blob[value])
-        inputs.input_param.shape.add(dim=shape)
-    for layer in graph.layers:
-        copy = deploy.layer.add()
-        copy.CopyFrom(layer.message)
-        for field in ("include", "exclude", "blobs", "bottom", "top"):
-            copy.ClearField(field)
-        copy.bottom.extend(blob[value] for value in layer.bottoms)
-        for index, value in enumerate(layer.tops):
-            blob[value] = layer.name if index == 0 else f"{layer.name}:{index}"
-            copy.top.append(blob[value])
-    return DeployNet(deploy, graph, blob)
-
-
-def _input_arrays(graph: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-    names = [graph.blob_of[value] for value, _ in graph.inputs]
+def _input_arrays(names: Sequence[str], inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
     if not isinstance(inputs, Mapping):
         if len(names) != 1:
             raise InputError(f"the net has {len(names)} inputs ({', '.join(names)}); give a dict of arrays")
@@ -173,7 +109,7 @@ def _input_arrays(graph: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> 
 
 
 @contextmanager
-def _binary_caffemodel(net: Any, weights: Any) -> Iterator[str]:
+def _binary_caffemodel(deploy: DeployForm, weights: Any) -> Iterator[str]:
     """A binary caffemodel path OpenCV can read: the file itself when it is one, else a temporary copy."""
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
@@ -185,44 +121,36 @@ def _binary_caffemodel(net: Any, weights: Any) -> Iterator[str]:
             yield str(path)
             return
         weights = read_weights(path)
-    from caffe2torch.caffe_proto.weights import write_caffemodel
-
-    known = {layer.name for layer in net.layer}
     with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
         path = Path(directory) / "weights.caffemodel"
-        write_caffemodel(net, {name: blobs for name, blobs in weights.items() if name in known}, path)
+        deploy.write_caffemodel(weights, path)
         yield str(path)
 
 
-def opencv_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] | np.ndarray,
+def opencv_forward(net: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] | np.ndarray,
                    outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """Run the net in OpenCV's dnn and return the requested blobs, each computed layer by layer.
 
-    ``prototxt``: a path, a zoo name or a NetParameter.  ``caffemodel``: a binary or HDF5 weights path, or
-    a mapping of layer name to blobs.  ``inputs``: the array of the net's single input, or a dict per input
-    blob (any batch size).  ``outputs``: layer names (the layer's output) or blob names (the blob's last
-    value), as for :func:`caffe2torch.load`.
+    ``net``: a model converted by caffe2torch (its deploy form is run), or a prototxt path, a zoo name or a
+    NetParameter.  ``caffemodel``: a binary or HDF5 weights path, or a mapping of layer name to blobs.
+    ``inputs``: the array of the net's single input, or a dict per input blob (any batch size).
+    ``outputs``: layer names (the layer's output) or blob names (the blob's last value), as for
+    :func:`caffe2torch.load`.
     """
-    from google.protobuf import text_format
-
     cv2 = _cv2()
-    net, deploy, arrays = _prepare(prototxt, inputs)
-    producer = {value: (layer.name, index) for layer in deploy.graph.layers for index, value in enumerate(layer.tops)}
-    values = {name: deploy.value(name) for name in outputs}
-    for name, value in values.items():
-        if value in producer and producer[value][1] != 0:
-            layer, index = producer[value]
-            raise InputError(f"{name!r} is output {index} of layer {layer!r}; OpenCV's dnn can read only a "
-                             "layer's first output reliably")
-    for layer in deploy.net.layer:
-        if layer.type == "Axpy":
-            layer.type = AXPY_TYPE
+    deploy, arrays = _prepare(net, inputs)
+    wanted = {name: deploy.output(name) for name in outputs}
+    for name, where in wanted.items():
+        if where.index != 0:
+            raise InputError(f"{name!r} is output {where.index} of layer {where.layer!r}; OpenCV's dnn can read "
+                             "only a layer's first output reliably")
     # A first top is named after its layer, which is the name OpenCV gives the layer's output.
-    layer_outputs = sorted({deploy.blob[value] for value in values.values() if value in producer})
+    layer_outputs = sorted({where.blob for where in wanted.values() if where.layer is not None})
+    text = deploy.prototxt({name: array.shape for name, array in arrays.items()}, layer_types={"Axpy": AXPY_TYPE})
     with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
         prototxt_path = Path(directory) / "deploy.prototxt"
-        prototxt_path.write_text(text_format.MessageToString(deploy.net), encoding="utf-8")
-        with _binary_caffemodel(net, caffemodel) as model_path, _axpy_registered():
+        prototxt_path.write_text(text, encoding="utf-8")
+        with _binary_caffemodel(deploy, caffemodel) as model_path, _axpy_registered():
             try:
                 cv_net = cv2.dnn.readNetFromCaffe(str(prototxt_path), model_path)
                 cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -236,25 +164,24 @@ def opencv_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarr
                 raise ConversionError(f"OpenCV's dnn cannot run the net: {_opencv_message(error)}") from None
     by_blob = {name: np.array(result, dtype=np.float32) for name, result in zip(layer_outputs, results)}
     by_blob.update((name, array.copy()) for name, array in arrays.items())
-    return {name: by_blob[deploy.blob[value]] for name, value in values.items()}
+    return {name: by_blob[where.blob] for name, where in wanted.items()}
 
 
-def pycaffe_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] | np.ndarray,
+def pycaffe_forward(net: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] | np.ndarray,
                     outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """The same as :func:`opencv_forward`, computed by Caffe itself through pycaffe (``import caffe``).
 
     The deploy form writes every blob once, so after one forward pass each layer's output is still in its
     own blob.  SENet nets need a Caffe built with the release's Axpy layer.
     """
-    from google.protobuf import text_format
-
     caffe = _pycaffe()
-    net, deploy, arrays = _prepare(prototxt, inputs)
-    values = {name: deploy.value(name) for name in outputs}
+    deploy, arrays = _prepare(net, inputs)
+    wanted = {name: deploy.output(name) for name in outputs}
+    text = deploy.prototxt({name: array.shape for name, array in arrays.items()})
     with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
         prototxt_path = Path(directory) / "deploy.prototxt"
-        prototxt_path.write_text(text_format.MessageToString(deploy.net), encoding="utf-8")
-        with _binary_caffemodel(net, caffemodel) as model_path:
+        prototxt_path.write_text(text, encoding="utf-8")
+        with _binary_caffemodel(deploy, caffemodel) as model_path:
             caffe.set_mode_cpu()
             caffe_net = caffe.Net(str(prototxt_path), model_path, caffe.TEST)
             for name, array in arrays.items():
@@ -262,8 +189,8 @@ def pycaffe_forward(prototxt: Any, caffemodel: Any, inputs: Mapping[str, np.ndar
                 caffe_net.blobs[name].data[...] = array
             caffe_net.reshape()
             caffe_net.forward()
-            return {name: np.array(caffe_net.blobs[deploy.blob[value]].data, dtype=np.float32)
-                    for name, value in values.items()}
+            return {name: np.array(caffe_net.blobs[where.blob].data, dtype=np.float32)
+                    for name, where in wanted.items()}
 
 
 def runtime(name: str) -> Any:
@@ -287,15 +214,18 @@ def _pycaffe() -> Any:
     return caffe
 
 
-def _prepare(prototxt: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> tuple[Any, DeployNet, dict]:
-    """The net, its deploy form for the inputs' shapes, and the inputs as float32 by blob name."""
+def _prepare(net: Any, inputs: Mapping[str, np.ndarray] | np.ndarray) -> tuple[DeployForm, dict[str, np.ndarray]]:
+    """The net's deploy form and the inputs as float32 by input name.  A converted model brings its deploy
+    form; a net description is given one for the inputs' shapes (a data layer's come only from them)."""
+    from caffe2torch.converter.deploy import DeployForm, deploy_form
     from caffe2torch.nets import open_net
 
-    net = open_net(prototxt).net
-    shapes = ({name: np.shape(array) for name, array in inputs.items()} if isinstance(inputs, Mapping)
-              else np.shape(inputs))
-    deploy = deploy_net(net, shapes)
-    return net, deploy, _input_arrays(deploy.graph, inputs)
+    deploy = getattr(net, "deploy", None)
+    if not isinstance(deploy, DeployForm):
+        shapes = ({name: np.shape(array) for name, array in inputs.items()} if isinstance(inputs, Mapping)
+                  else np.shape(inputs))
+        deploy = deploy_form(open_net(net).net, shapes)
+    return deploy, _input_arrays(deploy.input_names, inputs)
 
 
 def _opencv_message(error: Exception) -> str:
