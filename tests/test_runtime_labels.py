@@ -11,8 +11,8 @@ import pytest
 from caffe2torch.errors import InputError
 from caffe2torch.runtime import labels
 from caffe2torch.runtime.data import Progress, images_from_class_folders, images_from_label_file, shard
-from caffe2torch.runtime.labels import derive_label_map, label_map, map_labels, read_class_names, \
-    read_label_file, register_label_map
+from caffe2torch.runtime.labels import derive_label_map, label_map, read_class_names, read_label_file, \
+    register_label_map, to_net_order
 from tests.conftest import shared_path
 
 
@@ -42,18 +42,20 @@ def test_derived_and_carried_maps_equal_label_map_txt() -> None:
     assert back[expected].tolist() == list(range(1000))
 
 
-def test_map_labels_and_a_pluggable_order(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_translation_to_the_nets_order_and_a_pluggable_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(labels, "_LABEL_MAPS", dict(labels._LABEL_MAPS))
     monkeypatch.setattr(labels, "_ORDER_SIZES", dict(labels._ORDER_SIZES))
     register_label_map("abc", "cab", [1, 2, 0])
-    assert map_labels([0, 1, 2, 2], "abc", "cab") == [1, 2, 0, 0]
-    assert map_labels([1, 2, 0], "cab", "abc") == [0, 1, 2]
-    assert map_labels([5], "abc", "abc") == [5]
+    assert to_net_order("abc", "cab", 3, "labels").tolist() == [1, 2, 0]
+    assert to_net_order("cab", "abc", 3, "labels").tolist() == [2, 0, 1]
+    assert to_net_order("abc", "abc", 3, "labels") is None and to_net_order(None, None, 3, "labels") is None
     assert "abc" in labels.label_orders() and "senet" in labels.label_orders()
     with pytest.raises(InputError, match="no map from label order 'abc' to 'senet'"):
-        map_labels([0], "abc", "senet")
-    with pytest.raises(InputError, match="label 3 is outside the 3 classes"):
-        map_labels([3], "abc", "cab")
+        to_net_order("abc", "senet", 3, "labels")
+    with pytest.raises(InputError, match="class names in 'abc' order, but the order of the net's outputs is unknown"):
+        to_net_order("abc", None, 3, "class names")
+    with pytest.raises(InputError, match="label order 'abc' has 3 classes, the net has 1000 outputs"):
+        to_net_order("abc", "cab", 1000, "labels")
     with pytest.raises(InputError, match="not a permutation"):
         register_label_map("x", "y", [0, 0, 1])
 

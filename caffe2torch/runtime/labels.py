@@ -59,15 +59,19 @@ def label_map(source: str, target: str) -> np.ndarray | None:
         raise InputError(f"no map from label order {source!r} to {target!r} (known orders: {known})") from None
 
 
-def map_labels(labels: Sequence[int], source: str, target: str) -> list[int]:
-    """``labels`` given in ``source`` order, renumbered in ``target`` order."""
-    mapping = label_map(source, target)
-    if mapping is None:
-        return list(labels)
-    for label in labels:
-        if not 0 <= label < len(mapping):
-            raise InputError(f"label {label} is outside the {len(mapping)} classes of order {source!r}")
-    return mapping[np.asarray(labels, dtype=np.int64)].tolist()
+def to_net_order(source: str | None, net_order: str | None, classes: int, what: str) -> np.ndarray | None:
+    """The one translation of class indices into the order of the net's outputs: ``a[i]`` is the output of
+    class ``i`` of order ``source``; None when the orders are the same.  ``what`` (``"labels"``, ``"class
+    names"``) names what is in ``source`` order, for the error when the net's order is unknown."""
+    if source == net_order:
+        return None
+    if net_order is None:
+        raise InputError(f"{what} in {source!r} order, but the order of the net's outputs is unknown: name the "
+                         "model (--model) or a preset with a label order")
+    mapping = label_map(source, net_order)
+    if len(mapping) != classes:
+        raise InputError(f"label order {source!r} has {len(mapping)} classes, the net has {classes} outputs")
+    return mapping
 
 
 class LabelLine(NamedTuple):

@@ -18,7 +18,7 @@ import torch
 
 from caffe2torch.errors import InputError
 from caffe2torch.runtime.device import Inference, choose_device
-from caffe2torch.runtime.labels import ClassNames, label_map, read_class_names
+from caffe2torch.runtime.labels import ClassNames, read_class_names, to_net_order
 from caffe2torch.runtime.session import open_session
 
 
@@ -49,15 +49,13 @@ def names_in_net_order(names: ClassNames, names_order: str | None, net_order: st
         names_order = "synset" if names.sorted_synsets else net_order
     if len(names.names) != classes:
         raise InputError(f"{len(names.names)} class names for a net with {classes} outputs")
-    mapping = None
-    if names_order != net_order:
-        if net_order is None:
-            raise InputError(f"class names in {names_order!r} order, but the order of the net's outputs is "
-                             "unknown: name the model (--model) or a preset with a label order")
-        mapping = label_map(net_order, names_order)
+    mapping = to_net_order(names_order, net_order, classes, "class names")
     if mapping is None:
         return list(names.names)
-    return [names.names[int(mapping[i])] for i in range(classes)]
+    in_net_order = list(names.names)
+    for index, name in enumerate(names.names):
+        in_net_order[int(mapping[index])] = name
+    return in_net_order
 
 
 def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: int = 5,

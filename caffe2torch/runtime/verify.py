@@ -20,7 +20,7 @@ from caffe2torch.runtime.data import ImageSet, LabeledImage, has_class_folders, 
     images_from_label_file
 from caffe2torch.runtime.device import Inference, choose_device
 from caffe2torch.runtime.evaluate import Comparison, Distributed, Evaluation, compare, evaluate
-from caffe2torch.runtime.labels import label_map
+from caffe2torch.runtime.labels import to_net_order
 from caffe2torch.runtime.session import Session, open_session
 
 
@@ -90,16 +90,7 @@ def labels_in_net_order(image_set: ImageSet, source_order: str | None, net_order
     if image_set.classes is not None and image_set.classes != classes:
         raise InputError(f"{image_set.source}: {image_set.classes} class folders, but the net has {classes} "
                          "outputs (every class needs its folder for the labels to be right)")
-    source_order = source_order or image_set.label_order or net_order
-    mapping = None
-    if source_order != net_order:
-        if net_order is None:
-            raise InputError(f"labels in {source_order!r} order, but the order of the net's outputs is "
-                             "unknown: name the model (--model) or a preset with a label order")
-        mapping = label_map(source_order, net_order)
-        if mapping is not None and len(mapping) != classes:
-            raise InputError(f"label order {source_order!r} has {len(mapping)} classes, the net has "
-                             f"{classes} outputs")
+    mapping = to_net_order(source_order or image_set.label_order or net_order, net_order, classes, "labels")
     relabelled = []
     for image in image_set.images:
         if not 0 <= image.label < classes:
