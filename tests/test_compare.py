@@ -17,7 +17,7 @@ from caffe2torch.caffe_proto import read_prototxt, write_caffemodel
 from caffe2torch.cli import main
 from caffe2torch.converter import registered
 from caffe2torch.converter.layers.eltwise import Axpy
-from caffe2torch.runtime.compare import compare, difference
+from caffe2torch.runtime.compare import compare_layers, difference
 from tests.conftest import shared_path
 from caffe2torch.testing import seeded_weights, smooth_images
 
@@ -59,7 +59,7 @@ def our_axpy_swapped() -> Iterator[None]:
 
 def test_every_layer_of_se_bn_inception_agrees_with_opencv(inception) -> None:
     prototxt, caffemodel = inception
-    result = compare(prototxt, caffemodel)
+    result = compare_layers(prototxt, caffemodel)
     net = read_prototxt(prototxt)
     assert [layer.layer for layer in result.layers] == [layer.name for layer in net.layer if layer.type != "Input"]
     assert result.first_divergence is None
@@ -70,7 +70,7 @@ def test_every_layer_of_se_bn_inception_agrees_with_opencv(inception) -> None:
 
 def test_the_first_diverging_layer_is_named(resnet50, our_axpy_swapped) -> None:
     prototxt, caffemodel = resnet50
-    result = compare(prototxt, caffemodel)
+    result = compare_layers(prototxt, caffemodel)
     first = result.first_divergence
     assert first is not None and (first.layer, first.type) == ("conv2_1", "Axpy")
     assert first.max_rel > 0.1

@@ -16,8 +16,8 @@ from torch import nn
 from caffe2torch.errors import InputError
 from caffe2torch.runtime.data import LabeledImage, opencv_threads_stopped
 from caffe2torch.runtime.device import Inference
-from caffe2torch.runtime.evaluate import Distributed, Evaluation, Published, compare, correct_counts, evaluate, \
-    select_output, wilson_interval
+from caffe2torch.runtime.evaluate import Distributed, Evaluation, Published, check_reproduction, correct_counts, \
+    evaluate, select_output, wilson_interval
 from caffe2torch.runtime.preprocess import Preprocessor
 from caffe2torch.runtime.presets import Preset
 
@@ -51,19 +51,19 @@ PUBLISHED = Published("se_resnet50", 22.37, 6.36)
 
 def test_full_set_rule_is_a_tenth_of_a_point() -> None:
     # 11,185 wrong = 22.37%; 50 images = 0.1 point
-    assert compare(Evaluation(50_000, 50_000 - 11_235, 50_000 - 3_180), PUBLISHED).reproduced
-    assert compare(Evaluation(50_000, 50_000 - 11_135, 50_000 - 3_180), PUBLISHED).reproduced
-    comparison = compare(Evaluation(50_000, 50_000 - 11_236, 50_000 - 3_180), PUBLISHED)
-    assert comparison.within == {"top1": False, "top5": True} and not comparison.reproduced
-    assert "full 50,000" in comparison.rule
+    assert check_reproduction(Evaluation(50_000, 50_000 - 11_235, 50_000 - 3_180), PUBLISHED).reproduced
+    assert check_reproduction(Evaluation(50_000, 50_000 - 11_135, 50_000 - 3_180), PUBLISHED).reproduced
+    reproduction = check_reproduction(Evaluation(50_000, 50_000 - 11_236, 50_000 - 3_180), PUBLISHED)
+    assert reproduction.within == {"top1": False, "top5": True} and not reproduction.reproduced
+    assert "full 50,000" in reproduction.rule
 
 
 def test_subset_rule_is_the_interval() -> None:
     # 100 images: 25 wrong -> 95% interval 17.5..34.4 holds 22.37; 5 wrong at top-5 -> 2.2..11.2 holds 6.36
-    assert compare(Evaluation(100, 75, 95), PUBLISHED).reproduced
-    comparison = compare(Evaluation(100, 60, 95), PUBLISHED)  # 40% top-1 error: 30.9..49.9
-    assert comparison.within == {"top1": False, "top5": True}
-    assert "Wilson interval of 100 images" in comparison.rule
+    assert check_reproduction(Evaluation(100, 75, 95), PUBLISHED).reproduced
+    reproduction = check_reproduction(Evaluation(100, 60, 95), PUBLISHED)  # 40% top-1 error: 30.9..49.9
+    assert reproduction.within == {"top1": False, "top5": True}
+    assert "Wilson interval of 100 images" in reproduction.rule
 
 
 def test_evaluation_numbers() -> None:

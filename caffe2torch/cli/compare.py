@@ -1,4 +1,4 @@
-"""``caffe2torch compare``: option parsing for :func:`caffe2torch.runtime.compare.compare`."""
+"""``caffe2torch compare``: option parsing for :func:`caffe2torch.runtime.compare.compare_layers`."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def compare(prototxt: str, weights: str, image: str | None, reference: str, tole
 
     if json_path is not None and Path(json_path).exists() and not force:
         raise InputError(f"{json_path}: already exists (use --force to overwrite)")  # before minutes of work
-    result = comparing.compare(prototxt, weights, image=image, reference=reference, tolerance=tolerance,
-                               preset_name=preset_name, input_shape=input_shape, seed=seed)
+    result = comparing.compare_layers(prototxt, weights, image=image, reference=reference, tolerance=tolerance,
+                                      preset_name=preset_name, input_shape=input_shape, seed=seed)
     if json_path is not None:
         comparing.write_report(result, json_path, force=force)
     for line in comparing.format_table(result):

@@ -37,7 +37,9 @@ class LayerDifference:
 
 
 @dataclass
-class Comparison:
+class LayerComparison:
+    """Every layer's output, ours against a reference runtime's, in the net's order."""
+
     reference: str
     tolerance: float
     input: str  # where the input came from: an image path or the random seed
@@ -87,9 +89,9 @@ def difference(layer: str, layer_type: str, ours: np.ndarray, reference: np.ndar
     return LayerDifference(layer, layer_type, ours.shape, max_abs, max_rel, not max_rel <= tolerance)
 
 
-def compare(prototxt: Any, weights: Any, *, image: str | Path | None = None, reference: str = "opencv",
-            tolerance: float = DEFAULT_TOLERANCE, preset_name: str | None = None,
-            input_shape: tuple[int, ...] | None = None, seed: int = 0) -> Comparison:
+def compare_layers(prototxt: Any, weights: Any, *, image: str | Path | None = None, reference: str = "opencv",
+                   tolerance: float = DEFAULT_TOLERANCE, preset_name: str | None = None,
+                   input_shape: tuple[int, ...] | None = None, seed: int = 0) -> LayerComparison:
     """Run ``prototxt`` with ``weights`` in our converter and in ``reference`` on the same input and
     compare every layer's output.
 
@@ -118,7 +120,7 @@ def compare(prototxt: Any, weights: Any, *, image: str | Path | None = None, ref
     with torch.no_grad():
         ours = model(*(torch.from_numpy(inputs[name]) for name in model.input_names))
     theirs = run_reference(model, weights, inputs, names)
-    comparison = Comparison(reference, tolerance, described)
+    comparison = LayerComparison(reference, tolerance, described)
     for name, layer_type in deploy.layers:
         mine = ours[name]
         if isinstance(mine, tuple):  # a layer with several tops: the references give its first
@@ -179,7 +181,7 @@ def _random_picture(rng: np.random.Generator, height: int, width: int, channels:
     return picture.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
-def write_report(comparison: Comparison, path: str | Path, *, force: bool = False) -> Path:
+def write_report(comparison: LayerComparison, path: str | Path, *, force: bool = False) -> Path:
     """Write the comparison as JSON (atomically; an existing file only with ``force``)."""
     from caffe2torch.files import write_json
 
@@ -190,7 +192,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def format_table(comparison: Comparison) -> list[str]:
+def format_table(comparison: LayerComparison) -> list[str]:
     """The comparison as lines of text: one per layer, then the verdict."""
     width = max([len(layer.layer) for layer in comparison.layers] + [5])
     lines = [f"{'layer':<{width}}  {'type':<12}  {'shape':<16}  {'max abs':>9}  {'max rel':>9}"]

@@ -7,7 +7,7 @@ The uncertainty of an error measured on n images is the 95% **Wilson score** int
 proportion: closed form, and unlike the plain normal interval it stays inside [0, 100] and keeps its
 coverage at small n and error rates near 0.
 
-The decision (:func:`compare`): on the full 50,000-image validation set the measurement is exact, so
+The decision (:func:`check_reproduction`): on the full 50,000-image validation set the measurement is exact, so
 reproduced means both errors within 0.1 points of the published ones (differences that size come from
 preprocessing and floating-point order); on a subset (``--limit``, a smaller folder) reproduced means each
 published error lies inside the Wilson interval of the measured one.
@@ -102,7 +102,9 @@ class Published:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Reproduction:
+    """Whether a measurement reproduces a published row, and by which rule."""
+
     published: Published
     rule: str
     within: dict[str, bool]  # "top1"/"top5" -> whether that error meets the rule
@@ -112,7 +114,8 @@ class Comparison:
         return all(self.within.values())
 
 
-def compare(evaluation: Evaluation, published: Published, full_set: int = FULL_VALIDATION_SET) -> Comparison:
+def check_reproduction(evaluation: Evaluation, published: Published,
+                       full_set: int = FULL_VALIDATION_SET) -> Reproduction:
     """Whether ``evaluation`` reproduces ``published`` (see the module docstring for the rule)."""
     within = {}
     if evaluation.images == full_set:
@@ -125,7 +128,7 @@ def compare(evaluation: Evaluation, published: Published, full_set: int = FULL_V
         for k in (1, 5):
             low, high = evaluation.interval(k)
             within[f"top{k}"] = low <= getattr(published, f"top{k}_error") <= high
-    return Comparison(published, rule, within)
+    return Reproduction(published, rule, within)
 
 
 @dataclass(frozen=True)

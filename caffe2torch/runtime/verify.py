@@ -19,7 +19,7 @@ from caffe2torch.errors import InputError
 from caffe2torch.runtime.data import ImageSet, LabeledImage, has_class_folders, images_from_class_folders, \
     images_from_label_file
 from caffe2torch.runtime.device import Inference, choose_device
-from caffe2torch.runtime.evaluate import Comparison, Distributed, Evaluation, compare, evaluate
+from caffe2torch.runtime.evaluate import Distributed, Evaluation, Reproduction, check_reproduction, evaluate
 from caffe2torch.runtime.labels import to_net_order
 from caffe2torch.runtime.session import Session, open_session
 
@@ -27,13 +27,13 @@ from caffe2torch.runtime.session import Session, open_session
 @dataclass
 class VerifyResult:
     evaluation: Evaluation
-    comparison: Comparison | None
+    reproduction: Reproduction | None  # None: no published row to compare with
     details: dict[str, Any] = field(default_factory=dict)
     is_main: bool = True
 
     @property
     def reproduced(self) -> bool | None:
-        return None if self.comparison is None else self.comparison.reproduced
+        return None if self.reproduction is None else self.reproduction.reproduced
 
     @property
     def exit_code(self) -> int:
@@ -42,12 +42,12 @@ class VerifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {**self.details, **self.evaluation.as_dict(), "reproduced": self.reproduced}
-        if self.comparison is not None:
-            published = self.comparison.published
+        if self.reproduction is not None:
+            published = self.reproduction.published
             result["published"] = {"model": published.model, "top1_error": published.top1_error,
                                    "top5_error": published.top5_error}
-            result["rule"] = self.comparison.rule
-            result["within"] = self.comparison.within
+            result["rule"] = self.reproduction.rule
+            result["within"] = self.reproduction.within
         return result
 
     def report(self) -> str:
@@ -61,15 +61,15 @@ class VerifyResult:
             correct = evaluation.top1_correct if k == 1 else evaluation.top5_correct
             line = (f"  top-{k} error {evaluation.error(k):6.2f}%  ({evaluation.images - correct:,} wrong, "
                     f"95% interval {low:.2f}-{high:.2f})")
-            if self.comparison is not None:
-                published = getattr(self.comparison.published, f"top{k}_error")
+            if self.reproduction is not None:
+                published = getattr(self.reproduction.published, f"top{k}_error")
                 line += f"  published {published:.2f}%  difference {evaluation.error(k) - published:+.2f}"
             lines.append(line)
-        if self.comparison is None:
+        if self.reproduction is None:
             lines.append("no published result to compare with")
         else:
-            verdict = "REPRODUCED" if self.comparison.reproduced else "NOT REPRODUCED"
-            lines.append(f"{verdict} ({self.comparison.rule})")
+            verdict = "REPRODUCED" if self.reproduction.reproduced else "NOT REPRODUCED"
+            lines.append(f"{verdict} ({self.reproduction.rule})")
         return "\n".join(lines)
 
 
@@ -152,5 +152,5 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
         "seconds": seconds,
         "images_per_second": evaluation.images / seconds if seconds > 0 else 0.0,
     }
-    comparison = compare(evaluation, published) if published is not None else None
-    return VerifyResult(evaluation, comparison, details, is_main=distributed.is_main)
+    reproduction = check_reproduction(evaluation, published) if published is not None else None
+    return VerifyResult(evaluation, reproduction, details, is_main=distributed.is_main)
