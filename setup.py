@@ -19,9 +19,14 @@ setup(
         # other resizers move top-1 by tenths of a point, the size of what verify must detect.
         # 5.x dropped the Caffe importer, which the tests and `compare` use as the reference runtime.
         "opencv-python-headless>=4.8,<5",
+        # Exported weights are safetensors: plain tensors that load without unpickling anything.
+        "safetensors>=0.4",
     ],
     extras_require={
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "test": [
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
             "pytest>=7",
             # Pinned: the bindings test regenerates caffe_pb2.py and compares it byte for byte.
             "grpcio-tools==1.85.1",

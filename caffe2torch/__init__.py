@@ -9,7 +9,7 @@ from caffe2torch.errors import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["load", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError", "InputError",
+__all__ = ["load", "export", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError", "InputError",
            "ResourceLimitError"]
 
 
@@ -34,3 +34,22 @@ def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=
     model.label_order = entry.label_order if entry is not None else None
     model.preprocessing_hints = opened.preprocessing_hints
     return model
+
+
+def export(model, directory, *, formats=("pytorch",), convention="caffe", preset=None, label_order=None,
+           meta=None, force=False):
+    """Write a converted ``model`` into ``directory`` as files that stand alone; returns their paths.
+
+    ``formats``: ``pytorch`` (model.py + model.safetensors), ``onnx`` (model.onnx), ``timm``
+    (timm.safetensors for timm's port of a release net). ``convention``: ``caffe`` (as the Caffe net runs)
+    or ``torchvision`` (RGB in [0, 1] normalised by the ImageNet mean/std, classes in sorted-synset order),
+    derived from the net's ``preset`` and ``label_order`` (a zoo model's by default). meta.json records
+    the convention and the preprocessing a user must apply. A previous export is replaced only with
+    ``force``; the set is written all or nothing.
+    """
+    from caffe2torch.conventions import apply_convention
+    from caffe2torch.converter.export import export as write_files
+
+    converted, convention_meta = apply_convention(model, convention, preset=preset, label_order=label_order)
+    return write_files(converted, directory, formats=formats, meta={**(meta or {}), **convention_meta},
+                       force=force)

@@ -84,7 +84,7 @@ def run_demo(name: str = "se_resnext50", device: str | None = None,
         exported = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(exported)
         same = torch.equal(exported.load().eval()(x), model(x))
-        _step(echo, 6, "Exported model.py + weights.pt, ran them", "identical bits" if same else "DIFFERENT")
+        _step(echo, 6, "Exported model.py + model.safetensors, ran them", "identical bits" if same else "DIFFERENT")
 
     echo("\nNext, with the release weights and the ImageNet validation images:")
     echo(f"  caffe2torch verify {entry.release_file} {entry.release_file.replace('.prototxt', '.caffemodel')} "

@@ -78,10 +78,12 @@ def preprocessing_hints(prototxt_text: str) -> dict[str, Any]:
 
 
 def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: bool = False,
-               input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+               input_shape: tuple[int, ...] | None = None, formats: tuple[str, ...] = ("pytorch",),
+               convention: str = "caffe", preset: str | None = None,
+               label_order: str | None = None) -> dict[str, Any]:
     """Convert a prototxt / zoo name (+ weights) and export it; returns a summary for the CLI to print."""
     import caffe2torch
-    from caffe2torch.converter.export import _PREVIOUS_OUTPUT, export
+    from caffe2torch.converter.export import _PREVIOUS_OUTPUT
     from caffe2torch.files import check_output_directory
 
     check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before a conversion that takes seconds
@@ -92,6 +94,7 @@ def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: 
         meta["preprocessing"] = model.preprocessing_hints
     if model.zoo_model is not None:
         meta.update(zoo_model=model.zoo_model, preset=model.preset, label_order=model.label_order)
-    paths = export(model, directory, meta=meta, force=force)
+    paths = caffe2torch.export(model, directory, formats=formats, convention=convention, preset=preset,
+                               label_order=label_order, meta=meta, force=force)
     return {"model": model, "paths": paths, "meta": meta,
             "parameters": sum(p.numel() for p in model.parameters())}

@@ -138,13 +138,13 @@ def test_convert_cli_writes_three_files_and_refuses_to_overwrite(tmp_path) -> No
     assert result.exit_code == 0, result.output
     assert "27,559,896 learnable parameters" in result.output
     assert "deterministic random" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.py", "weights.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.py", "model.safetensors"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["zoo_model"] == "se_resnext50" and meta["inputs"][0]["shape"] == [1, 3, 224, 224]
-    before = (out / "weights.pt").stat().st_mtime_ns
+    before = (out / "model.safetensors").stat().st_mtime_ns
     result = runner.invoke(main, ["convert", "se_resnext50", "-o", str(out)])
     assert result.exit_code == 2 and "--force" in result.output
-    assert (out / "weights.pt").stat().st_mtime_ns == before
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
     assert runner.invoke(main, ["convert", "se_resnext50", "-o", str(out), "--force"]).exit_code == 0
 
 

@@ -27,7 +27,7 @@ layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
 layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 5 } }
 """
 OTHER = TINY.replace('"tiny"', '"other"').replace("num_output: 5", "num_output: 7")
-OUTPUT = ["meta.json", "model.py", "weights.pt"]
+OUTPUT = ["meta.json", "model.py", "model.safetensors"]
 
 # Runs each case in a forked child (torch is imported once), which SIGKILLs itself just before or just after
 # its kill_at-th rename (os.rename, os.replace, files._exchange), or is killed kill_fraction times the
@@ -203,7 +203,7 @@ def test_previous_output_needs_force_and_empty_directory_does_not(tmp_path: Path
     out.mkdir()
     export_net(str(nets["other"]), None, out)  # an empty directory is as good as none
     before = snapshot(out)
-    with pytest.raises(InputError, match="already holds meta.json, model.py, weights.pt; use --force"):
+    with pytest.raises(InputError, match="already holds meta.json, model.py, model.safetensors; use --force"):
         export_net(str(nets["tiny"]), None, out)
     assert snapshot(out) == before
     (out / "__pycache__").mkdir()  # importing model.py from there makes it

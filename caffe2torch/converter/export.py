@@ -1,13 +1,16 @@
-"""Export a converted net as files: standalone ``model.py`` (imports only torch), ``weights.pt`` (a state
-dict that loads with ``weights_only=True``) and ``meta.json`` (inputs, outputs, preprocessing hints)."""
+"""Export a converted net as files that stand alone: ``model.py`` (its code, importing only torch, and
+safetensors to load), ``model.safetensors`` (its weights: plain tensors, no pickle), ``model.onnx`` (opset 18,
+dynamic batch) and ``meta.json`` (inputs, outputs, preprocessing). All are written as one set (see
+caffe2torch.files.write_file_set)."""
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +20,11 @@ from caffe2torch.converter.standalone import ModelDefinitions, check_model_code
 from caffe2torch.errors import InputError
 from caffe2torch.files import check_output_directory, write_file_set
 
-MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.py", "weights.pt", "meta.json"
+MODEL_FILE, WEIGHTS_FILE, META_FILE, ONNX_FILE, TIMM_FILE = (
+    "model.py", "model.safetensors", "meta.json", "model.onnx", "timm.safetensors")
+# pytorch: model.py + model.safetensors; onnx: model.onnx; timm: timm.safetensors (see caffe2torch.to_timm).
+FORMATS = ("pytorch", "onnx", "timm")
+ONNX_OPSET = 18
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # The top-level names generate_code writes besides the copied definitions.
 _MODEL_NAMES = ("annotations", "Net", "load", "NET_NAME", "CAFFE_NAMES", "INPUTS", "INPUT_SHAPES")
@@ -110,30 +117,35 @@ def _model_code(model: CaffeNet) -> str:
         forward,
         "",
         "",
-        f"def load(weights: str = {WEIGHTS_FILE!r}, map_location: str = 'cpu') -> Net:",
-        '    """The net with its weights, in eval mode; a relative path is taken next to this file."""',
+        f"def load(weights: str = {WEIGHTS_FILE!r}, device: str = 'cpu') -> Net:",
+        '    """The net with its weights (safetensors: no pickle), in eval mode; a relative path is taken next',
+        '    to this file."""',
         "    import os",
+        "",
+        "    from safetensors.torch import load_file",
         "",
         "    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), weights)",
         "    net = Net()",
-        "    net.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))",
-        "    return net.eval()",
+        "    net.load_state_dict(load_file(path, device=device))",
+        "    return net.to(device).eval()",
         "",
     ])
 
 
-# What a previous export may have left in its directory, which force=True replaces: its files, and the
-# __pycache__ that importing model.py from there creates.
-_PREVIOUS_OUTPUT = (MODEL_FILE, WEIGHTS_FILE, META_FILE, "__pycache__")
+# What a previous export may have left in its directory, which force=True replaces: its files (this
+# version's and the weights.pt of earlier ones), and the __pycache__ that importing model.py there creates.
+_PREVIOUS_OUTPUT = (MODEL_FILE, WEIGHTS_FILE, META_FILE, ONNX_FILE, TIMM_FILE, "weights.pt", "__pycache__")
 
 
-def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any] | None = None,
-           force: bool = False) -> dict[str, Path]:
-    """Write model.py, weights.pt and meta.json into ``directory`` as one set, so that an interrupted export
-    never leaves a partial or mixed set.  ``directory`` must be new or empty; ``force`` replaces a previous
-    export, never a directory holding other files (see caffe2torch.files.write_file_set)."""
+def export(model: CaffeNet, directory: str | os.PathLike, *, formats: Sequence[str] = ("pytorch",),
+           meta: dict[str, Any] | None = None, force: bool = False) -> dict[str, Path]:
+    """Write ``model`` in ``formats`` (see FORMATS) and meta.json into ``directory`` as one set, so that an
+    interrupted export never leaves a partial or mixed set.  ``directory`` must be new or empty; ``force``
+    replaces a previous export, never a directory holding other files (see caffe2torch.files)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise InputError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
     check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before the work of writing
-    code = generate_code(model)
     info = {
         "net": model.net_name,
         "inputs": [{"name": n, "shape": list(s)} for n, s in zip(model.input_names, model.input_shapes)],
@@ -141,10 +153,71 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, meta: dict[str, Any
         "notes": model.notes,
         **(meta or {}),
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    writers = {
-        MODEL_FILE: lambda path: path.write_text(code, encoding="utf-8"),
-        WEIGHTS_FILE: lambda path: torch.save(state, path),
-        META_FILE: lambda path: path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"),
-    }
+    writers: dict[str, Callable[[Path], None]] = {}
+    if "pytorch" in formats:
+        code = generate_code(model)
+        state = state_for_safetensors(model.state_dict())
+        writers[MODEL_FILE] = lambda path: path.write_text(code, encoding="utf-8")
+        writers[WEIGHTS_FILE] = lambda path: _save_safetensors(state, path)
+    if "onnx" in formats:
+        writers[ONNX_FILE] = lambda path: export_onnx(model, path)
+    if "timm" in formats:
+        from caffe2torch.to_timm import timm_state_dict
+
+        timm_name, timm_state = timm_state_dict(model)
+        info["timm"] = {"model": timm_name, "file": TIMM_FILE,
+                        "load": f"timm.create_model({timm_name!r}).load_state_dict("
+                                f"safetensors.torch.load_file({TIMM_FILE!r}), strict=True)"}
+        writers[TIMM_FILE] = lambda path: _save_safetensors(timm_state, path)
+    info["files"] = sorted([*writers, META_FILE])
+    writers[META_FILE] = lambda path: path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return write_file_set(directory, writers, force=force, replaceable=_PREVIOUS_OUTPUT)
+
+
+def state_for_safetensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous tensors that share no storage (safetensors refuses shared ones)."""
+    seen: set[int] = set()
+    prepared = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().contiguous()
+        if tensor.numel() and tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()
+        if tensor.numel():
+            seen.add(tensor.untyped_storage().data_ptr())
+        prepared[key] = tensor
+    return prepared
+
+
+def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata={"format": "pt", "producer": "caffe2torch"})
+
+
+def export_onnx(model: CaffeNet, path: str | os.PathLike) -> None:
+    """``model`` as ONNX (opset 18) with a dynamic batch axis and the prototxt's input and output names,
+    checked by onnx.checker. Needs the ``onnx`` extra: ``pip install caffe2torch[onnx]``."""
+    try:
+        import onnx
+    except ImportError:
+        raise InputError("ONNX export needs the onnx package: pip install 'caffe2torch[onnx]'") from None
+    example = tuple(torch.zeros((2, *shape[1:])) for shape in model.input_shapes)
+    outputs = list(model.output_shapes)
+    names = [*model.input_names, *outputs]
+    if len(set(names)) != len(names):
+        raise InputError(f"cannot name the ONNX graph's inputs and outputs after the net's blobs: "
+                         f"{', '.join(map(repr, names))} repeat a name")
+    try:
+        # The TorchScript-based exporter: seconds where torch.export's takes half a minute, same graph here.
+        # Its tracer warns about every Python shape computation; they are constants for a fixed image size.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+                torch.onnx.export(model, example, str(path), opset_version=ONNX_OPSET,
+                              input_names=model.input_names, output_names=outputs,
+                              dynamic_axes={name: {0: "batch"} for name in names}, dynamo=False)
+        onnx.checker.check_model(str(path), full_check=True)
+    except InputError:
+        raise
+    except Exception as error:  # the exporters' own messages say which operation failed
+        raise InputError(f"cannot export {model.net_name or 'the net'!r} to ONNX: "
+                         f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from error
