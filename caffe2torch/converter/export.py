@@ -191,7 +191,7 @@ def state_for_safetensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
 def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    save_file(state, str(path), metadata={"format": "pt", "producer": "caffe2torch"})
+    save_file(state, str(path), metadata={"format": "pt"})  # one key: the header is then byte-reproducible
 
 
 def export_onnx(model: CaffeNet, path: str | os.PathLike) -> None:
@@ -212,12 +212,12 @@ def export_onnx(model: CaffeNet, path: str | os.PathLike) -> None:
         # Its tracer warns about every Python shape computation; they are constants for a fixed image size.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-                torch.onnx.export(model, example, str(path), opset_version=ONNX_OPSET,
+            torch.onnx.export(model, example, str(path), opset_version=ONNX_OPSET,
                               input_names=model.input_names, output_names=outputs,
                               dynamic_axes={name: {0: "batch"} for name in names}, dynamo=False)
         onnx.checker.check_model(str(path), full_check=True)
     except InputError:
         raise
     except Exception as error:  # the exporters' own messages say which operation failed
-        raise InputError(f"cannot export {model.net_name or 'the net'!r} to ONNX: "
-                         f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot export {model.net_name or 'the net'!r} to ONNX: {reason}") from error
