@@ -1,6 +1,6 @@
 """caffe2torch.modules stands on its own, and model.py is written from it: the library's files copied whole,
-user classes copied or imported, anything else refused at export with the class named; the package layers
-import only what they may; ``--plugin`` loads a user's converters."""
+user classes copied or imported, anything else refused at export with the class named; ``--plugin`` loads a
+user's converters.  (That converter/ leaves the zoo alone and runtime/ protobuf is test_nets.test_layering.)"""
 
 from __future__ import annotations
 
@@ -28,32 +28,10 @@ from caffe2torch.converter.registry import load_plugin
 from caffe2torch.converter.standalone import ModelDefinitions
 from caffe2torch.errors import InputError
 from tests.conftest import ROOT
+from tests.test_nets import imported_modules
 
 PACKAGE = ROOT / "caffe2torch"
 LIBRARY_FILES = sorted((PACKAGE / "modules").glob("*.py"))
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module an import statement of ``path`` names, inside functions too (``from a import b`` gives
-    ``a`` and ``a.b``: b may be a module)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def importers(directory: Path, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
-    """The files under ``directory`` (relative paths) that import one of ``forbidden`` (or a module inside it)."""
-    found = {}
-    for path in sorted(directory.rglob("*.py")):
-        bad = sorted(m for m in imported_modules(path) if any(m == f or m.startswith(f + ".") for f in forbidden))
-        if bad:
-            found[str(path.relative_to(directory))] = bad
-    return found
 
 
 # --- the library on its own ---------------------------------------------------------------------------------
@@ -110,24 +88,6 @@ def test_library_files_define_each_top_level_name_once() -> None:
                 assert owner.setdefault(node.name, path.name) == path.name, f"{node.name} in {path.name}"
 
 
-def test_converter_does_not_import_the_zoo() -> None:
-    assert importers(PACKAGE / "converter", ("caffe2torch.zoo",)) == {}
-
-
-@pytest.mark.xfail(strict=True, reason="runtime/reference.py still builds OpenCV's prototxt with caffe_pb2 and "
-                                       "google.protobuf; the imports are being removed from runtime/")
-def test_runtime_does_not_import_protobuf_messages() -> None:
-    assert importers(PACKAGE / "runtime", ("caffe2torch.caffe_proto.caffe_pb2", "google.protobuf")) == {}
-
-
-def test_import_check_sees_every_form_of_import(tmp_path: Path) -> None:
-    (tmp_path / "a.py").write_text("def f():\n    from caffe2torch import zoo\n")
-    (tmp_path / "b.py").write_text("import caffe2torch.zoo.layers\n")
-    (tmp_path / "c.py").write_text("from caffe2torch.zoological import x\nimport caffe2torch.converter\n")
-    assert importers(tmp_path, ("caffe2torch.zoo",)) == {"a.py": ["caffe2torch.zoo"],
-                                                         "b.py": ["caffe2torch.zoo.layers"]}
-
-
 # --- model.py -------------------------------------------------------------------------------------------------
 
 
@@ -173,9 +133,12 @@ def test_model_py_holds_library_files_whole_and_no_caffe2torch_name() -> None:
     model = convert(parse_prototxt(EVERY_FAMILY), None, random_init=True)
     code = generate_code(model)
     tree = ast.parse(code)
+    top_level = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert top_level == ["from __future__ import annotations", "import torch", "import torch.nn.functional as F",
+                         "from torch import nn"]
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "math", "torch", "torch.nn.functional", "os"}
+    assert not [module for module in imported if module.split(".")[0] == "caffe2torch"]
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert "caffe2torch" not in names and "LayerContext" not in names and "make" not in names
     defined = [node.name for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))]
