@@ -91,7 +91,8 @@ def _model_code(model: CaffeNet) -> str:
     forward = "\n".join("    " + line if line else line for line in forward.splitlines())
     names = "\n".join(f"    {ident!r}: {name!r}," for ident, name in model.caffe_names.items())
     return "\n".join([
-        '"""A Caffe net converted by caffe2torch (NET_NAME below). Needs only torch.',
+        '"""A Caffe net converted by caffe2torch (NET_NAME below). Needs torch, and safetensors to load',
+        "the weights (plus any module imported below for a user's own layer).",
         "",
         f"    net = load({WEIGHTS_FILE!r})  # weights next to this file",
         '"""',
