@@ -4,6 +4,8 @@ user's converters.  (That converter/ leaves the zoo alone and runtime/ protobuf 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import ast
 import importlib
 import shutil
@@ -205,10 +207,10 @@ class ChannelGain(nn.Module):
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def scratch_registry() -> Iterator[None]:
     """Converters a test's plugins register last for that test only."""
-    monkeypatch.setattr(registry, "_CONVERTERS", dict(registry._CONVERTERS))
-    monkeypatch.setattr(registry, "_COUNTS", dict(registry._COUNTS))
+    with registry.scoped_registry():
+        yield
 
 
 def write_plugin(directory: Path, name: str, code: str) -> Path:

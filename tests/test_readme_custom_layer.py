@@ -4,6 +4,8 @@ a fresh process where caffe2torch cannot be imported, computing what the convert
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import re
 import subprocess
 import sys
@@ -49,10 +51,10 @@ def readme_custom_layer_code() -> str:
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def scratch_registry() -> Iterator[None]:
     """The plugin's converters registered for this test only."""
-    monkeypatch.setattr(registry, "_CONVERTERS", dict(registry._CONVERTERS))
-    monkeypatch.setattr(registry, "_COUNTS", dict(registry._COUNTS))
+    with registry.scoped_registry():
+        yield
 
 
 def test_readme_custom_layer_converts_and_exports_a_standalone_model(tmp_path: Path, scratch_registry) -> None:

@@ -42,10 +42,13 @@ def test_derived_and_carried_maps_equal_label_map_txt() -> None:
     assert back[expected].tolist() == list(range(1000))
 
 
-def test_translation_to_the_nets_order_and_a_pluggable_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(labels, "_LABEL_MAPS", dict(labels._LABEL_MAPS))
-    monkeypatch.setattr(labels, "_ORDER_SIZES", dict(labels._ORDER_SIZES))
-    register_label_map("abc", "cab", [1, 2, 0])
+def test_translation_to_the_nets_order_and_a_pluggable_order() -> None:
+    with labels.registered_label_map("abc", "cab", [1, 2, 0]):
+        _check_abc_orders()
+    assert "abc" not in labels.label_orders()
+
+
+def _check_abc_orders() -> None:
     assert to_net_order("abc", "cab", 3, "labels").tolist() == [1, 2, 0]
     assert to_net_order("cab", "abc", 3, "labels").tolist() == [2, 0, 1]
     assert to_net_order("abc", "abc", 3, "labels") is None and to_net_order(None, None, 3, "labels") is None

@@ -115,6 +115,21 @@ def registered(layer_type: str, fn: Converter, *, bottoms: Count | None = None,
             _COUNTS[layer_type] = counts
 
 
+@contextlib.contextmanager
+def scoped_registry() -> Iterator[None]:
+    """Whatever is registered inside the ``with`` block (by plugins, say) is forgotten on exit, and the
+    converters replaced there come back."""
+    from caffe2torch.converter import layers  # noqa: F401
+
+    saved = (dict(_CONVERTERS), dict(_COUNTS))
+    try:
+        yield
+    finally:
+        for table, contents in zip((_CONVERTERS, _COUNTS), saved):
+            table.clear()
+            table.update(contents)
+
+
 @dataclass
 class LayerContext:
     """What a converter may look at: the layer, its input shapes and its learned blobs."""

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -41,6 +42,19 @@ def register_label_map(source: str, target: str, source_to_target: Sequence[int]
     _LABEL_MAPS[(source, target)] = forward
     _LABEL_MAPS[(target, source)] = backward
     _ORDER_SIZES[source] = _ORDER_SIZES[target] = len(forward)
+
+
+@contextmanager
+def registered_label_map(source: str, target: str, source_to_target: Sequence[int]) -> Iterator[None]:
+    """:func:`register_label_map` for the ``with`` block only: the orders known before are back on exit."""
+    saved = (dict(_LABEL_MAPS), dict(_ORDER_SIZES))
+    register_label_map(source, target, source_to_target)
+    try:
+        yield
+    finally:
+        for table, contents in zip((_LABEL_MAPS, _ORDER_SIZES), saved):
+            table.clear()
+            table.update(contents)
 
 
 def label_orders() -> list[str]:
