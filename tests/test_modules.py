@@ -4,14 +4,13 @@ user's converters.  (That converter/ leaves the zoo alone and runtime/ protobuf 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import ast
 import importlib
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np

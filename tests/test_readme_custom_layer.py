@@ -4,11 +4,10 @@ a fresh process where caffe2torch cannot be imported, computing what the convert
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
