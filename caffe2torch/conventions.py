@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from caffe2torch.converter.layers.common import make
 from caffe2torch.errors import InputError
 from caffe2torch.modules.convention import NormalizedRGBToCaffe, SelectClasses
 from caffe2torch.runtime.labels import label_map
@@ -89,7 +90,7 @@ def _input_stage(preset: Preset) -> NormalizedRGBToCaffe:
     std = np.array(TORCHVISION_STD[::-1] if reverse else TORCHVISION_STD, dtype=np.float64)
     mean = np.array(TORCHVISION_MEAN[::-1] if reverse else TORCHVISION_MEAN, dtype=np.float64)
     caffe_mean = np.array(preset.mean if len(preset.mean) == 3 else preset.mean * 3, dtype=np.float64)
-    stage = _exportable(NormalizedRGBToCaffe, channels=3, reverse_channels=reverse)
+    stage = make(NormalizedRGBToCaffe, channels=3, reverse_channels=reverse)
     stage.weight = torch.from_numpy(255.0 * std * preset.scale).float()
     stage.bias = torch.from_numpy((255.0 * mean - caffe_mean) * preset.scale).float()
     return stage
@@ -107,16 +108,9 @@ def _output_stage(model: Any, order: str) -> SelectClasses | None:
     if len(shape) < 2 or shape[1] != len(to_net):
         raise InputError(f"the net's output has shape {list(shape)}, not {len(to_net)} classes on axis 1 "
                          f"as label order {order!r} has")
-    stage = _exportable(SelectClasses, classes=len(to_net))
+    stage = make(SelectClasses, classes=len(to_net))
     stage.index = torch.from_numpy(np.asarray(to_net, dtype=np.int64))
     return stage
-
-
-def _exportable(cls: type, **kwargs: Any) -> Any:
-    """``cls(**kwargs)``, remembering the arguments so that export can write the same call as code."""
-    module = cls(**kwargs)
-    module._init_kwargs = dict(kwargs)
-    return module
 
 
 def _with_stages(model: Any, input_stage: torch.nn.Module, output_stage: torch.nn.Module | None) -> Any:

@@ -83,10 +83,10 @@ def export_net(spec: Any, weights: Any, directory: str | os.PathLike, *, force: 
                label_order: str | None = None) -> dict[str, Any]:
     """Convert a prototxt / zoo name (+ weights) and export it; returns a summary for the CLI to print."""
     import caffe2torch
-    from caffe2torch.converter.export import _PREVIOUS_OUTPUT
+    from caffe2torch.converter.export import PREVIOUS_OUTPUT
     from caffe2torch.files import check_output_directory
 
-    check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before a conversion that takes seconds
+    check_output_directory(directory, PREVIOUS_OUTPUT, force=force)  # before a conversion that takes seconds
     model = caffe2torch.load(spec, weights, input_shape=input_shape, random_init=weights is None)
     meta: dict[str, Any] = {"source": str(spec), "weights": str(weights) if weights is not None else None,
                             "random_weights": weights is None}

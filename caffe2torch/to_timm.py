@@ -13,6 +13,7 @@ convolution differ in the ``padding``-wide border of the image. ``tests/test_to_
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from caffe2torch.conventions import TORCHVISION_LABEL_ORDER, TORCHVISION_MEAN, TORCHVISION_STD, resolve_preset
 from caffe2torch.errors import InputError
 from caffe2torch.runtime.labels import label_map
+from caffe2torch.runtime.presets import get_preset
 
 # zoo name -> timm model name (SE-BN-Inception has no timm port)
 TIMM_NAMES = {
@@ -32,6 +34,7 @@ TIMM_NAMES = {
     "senet154": "legacy_senet154",
 }
 _TIMM_BN_EPS = 1e-5
+_BLOCK_LAYER = re.compile(r"conv(\d+)_(\d+)(_[^/]+)")
 _BLOCK_PARTS = {  # Caffe layer suffix -> (timm convolution, timm BatchNorm or None)
     "_1x1_reduce": ("conv1", "bn1"),
     "_3x3": ("conv2", "bn2"),
@@ -49,7 +52,7 @@ def timm_state_dict(model: Any, zoo_model: str | None = None, *,
     if zoo_model not in TIMM_NAMES:
         raise InputError(f"--to timm is for the release nets timm has ({', '.join(TIMM_NAMES)}); "
                          f"this net is {zoo_model or 'not a zoo net'}")
-    preset = resolve_preset(model, "senet" if getattr(model, "preset", None) is None else None)
+    preset = resolve_preset(model, None) or get_preset("senet")  # every release net was trained with it
     layers = {caffe: getattr(model, ident) for ident, caffe in model.caffe_names.items()}
     state: dict[str, torch.Tensor] = {}
 
@@ -67,14 +70,11 @@ def timm_state_dict(model: Any, zoo_model: str | None = None, *,
             conv_bn(caffe, f"layer0.conv{index}", f"layer0.bn{index}")
     _fold_input(state, preset)
     for caffe in layers:
-        stage_block, _, rest = caffe.partition("_")
-        if not (caffe.startswith("conv") and stage_block[4:].isdigit() and "/" not in caffe):
+        match = _BLOCK_LAYER.fullmatch(caffe)  # conv<stage + 1>_<block + 1><part>, e.g. conv3_2_1x1_reduce
+        if match is None or match[3] not in _BLOCK_PARTS:
             continue
-        part = "_" + rest.split("_", 1)[1] if rest.count("_") else None
-        if part not in _BLOCK_PARTS:
-            continue
-        stage, block = int(stage_block[4:]) - 1, int(rest.split("_", 1)[0]) - 1
-        conv, bn = _BLOCK_PARTS[part]
+        stage, block = int(match[1]) - 1, int(match[2]) - 1
+        conv, bn = _BLOCK_PARTS[match[3]]
         conv_bn(caffe, f"layer{stage}.{block}.{conv}", f"layer{stage}.{block}.{bn}" if bn else None)
     classifier = layers["classifier"]
     order = label_order or getattr(model, "label_order", None) or "senet"

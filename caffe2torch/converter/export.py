@@ -135,7 +135,7 @@ def _model_code(model: CaffeNet) -> str:
 
 # What a previous export may have left in its directory, which force=True replaces: its files (this
 # version's and the weights.pt of earlier ones), and the __pycache__ that importing model.py there creates.
-_PREVIOUS_OUTPUT = (MODEL_FILE, WEIGHTS_FILE, META_FILE, ONNX_FILE, TIMM_FILE, "weights.pt", "__pycache__")
+PREVIOUS_OUTPUT = (MODEL_FILE, WEIGHTS_FILE, META_FILE, ONNX_FILE, TIMM_FILE, "weights.pt", "__pycache__")
 
 
 def export(model: CaffeNet, directory: str | os.PathLike, *, formats: Sequence[str] = ("pytorch",),
@@ -146,7 +146,7 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, formats: Sequence[s
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise InputError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
-    check_output_directory(directory, _PREVIOUS_OUTPUT, force=force)  # before the work of writing
+    check_output_directory(directory, PREVIOUS_OUTPUT, force=force)  # before the work of writing
     info = {
         "net": model.net_name,
         "inputs": [{"name": n, "shape": list(s)} for n, s in zip(model.input_names, model.input_shapes)],
@@ -172,7 +172,7 @@ def export(model: CaffeNet, directory: str | os.PathLike, *, formats: Sequence[s
         writers[TIMM_FILE] = lambda path: _save_safetensors(timm_state, path)
     info["files"] = sorted([*writers, META_FILE])
     writers[META_FILE] = lambda path: path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return write_file_set(directory, writers, force=force, replaceable=_PREVIOUS_OUTPUT)
+    return write_file_set(directory, writers, force=force, replaceable=PREVIOUS_OUTPUT)
 
 
 def state_for_safetensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
