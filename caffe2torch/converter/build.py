@@ -116,7 +116,13 @@ def on_meta(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def _infer_shapes(module: nn.Module, input_shapes: Sequence[Shape]) -> list[Shape]:
-    """Output shapes of ``module`` found by running it on meta tensors (no data is computed)."""
+    """Output shapes of ``module`` found by running it on meta tensors (no data is computed).
+
+    A module whose output shape depends on the data (DetectionOutput's number of detections) says its
+    shape itself, with an ``output_shapes(input_shapes)`` method: meta tensors hold no data to decide on."""
+    rule = getattr(module, "output_shapes", None)
+    if rule is not None:
+        return [tuple(int(d) for d in shape) for shape in rule(list(input_shapes))]
     inputs = tuple(torch.empty(shape, device="meta") for shape in input_shapes)
     with on_meta(module), torch.no_grad():
         result = module(*inputs)
