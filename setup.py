@@ -24,6 +24,8 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # protoc, to compile a fork's own caffe.proto (--caffe-proto); a descriptor set needs nothing.
+        "proto": ["grpcio-tools>=1.60"],
         "test": [
             "onnx>=1.16",
             "onnxruntime>=1.18",

@@ -13,21 +13,25 @@ __all__ = ["load", "export", "__version__", "Caffe2TorchError", "CaffeFormatErro
            "ResourceLimitError"]
 
 
-def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=False):
+def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=False, caffe_proto=None):
     """Convert a Caffe net (a prototxt path, a zoo name or a NetParameter) to a ``torch.fx.GraphModule``.
 
     ``weights`` is a ``.caffemodel`` / ``.caffemodel.h5`` path or a mapping of layer name to blobs; without
     weights the architecture is converted with deterministic random initialisation.  ``outputs`` names
     layers (their output) or blobs (their last value) to return as a dict instead of the net's output.
+    ``caffe_proto`` is a Caffe fork's own caffe.proto (or protoc descriptor set): the prototxt is read with
+    it, and converters read its layers' fork fields typed (``LayerContext.param``).
     The model records where the net came from: ``zoo_model`` (the zoo model it is, or None) with that
     model's ``preset`` and ``label_order``, and ``preprocessing_hints`` from the prototxt's comments.
     Imported lazily so that ``import caffe2torch`` stays cheap for the CLI.
     """
+    from caffe2torch.caffe_proto.schema import using_schema
     from caffe2torch.converter import convert
     from caffe2torch.nets import open_net
 
-    opened = open_net(prototxt)
-    model = convert(opened.net, weights, outputs=outputs, input_shape=input_shape, random_init=random_init)
+    with using_schema(caffe_proto):
+        opened = open_net(prototxt)
+        model = convert(opened.net, weights, outputs=outputs, input_shape=input_shape, random_init=random_init)
     entry = opened.zoo_entry
     model.zoo_model = opened.zoo_model
     model.preset = entry.preset if entry is not None else None

@@ -454,7 +454,7 @@ def test_unclosed_block_reports_where_the_text_ends(tmp_path: Path) -> None:
         read_prototxt(_write(tmp_path, 'layer {\n  name: "a"\n  type: "ReLU"'))
 
 
-def test_unknown_fields_are_dropped_with_a_warning_naming_layer_and_line(tmp_path: Path) -> None:
+def test_unknown_fields_are_kept_or_dropped_with_a_warning_naming_layer_and_line(tmp_path: Path) -> None:
     path = _write(tmp_path, """name: "fork"
 layer {
   name: "conv"
@@ -471,7 +471,8 @@ layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
         f'{path}:5:52: unknown field "fork_option" in ConvolutionParameter of Convolution layer \'conv\' '
         "ignored (not in caffe2torch's schema: a Caffe fork's?)",
         f'{path}:6:3: unknown field "fork_block" in LayerParameter of Convolution layer \'conv\' '
-        "ignored (not in caffe2torch's schema: a Caffe fork's?)",
+        "kept for its converter (not in caffe2torch's schema: read with ctx.param, typed with the fork's "
+        "--caffe-proto)",
     ]
     assert [layer.name for layer in net.layer] == ["conv", "relu"]
     assert net.layer[0].convolution_param.num_output == 8

@@ -395,7 +395,8 @@ def test_cli_shows_format_warnings_as_plain_lines_before_an_error(tmp_path: Path
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f'warning: {path}:3:54: unknown field "fork_option" in LayerParameter of 3 ReLU layers '
-        "('r0', 'r1', 'r2') ignored (not in caffe2torch's schema: a Caffe fork's?)",
+        "('r0', 'r1', 'r2') kept for its converter (not in caffe2torch's schema: read with ctx.param, typed "
+        "with the fork's --caffe-proto)",
         f"error: {weights}: not a caffemodel, or truncated or corrupt: field number 0 is invalid (byte offset 0)",
     ]
 

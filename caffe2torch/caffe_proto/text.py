@@ -1,11 +1,12 @@
 """Read Caffe's text prototxt into an upgraded `NetParameter`, with errors that point at file:line:col.
 
-Forks of Caffe add their own fields. Caffe itself would refuse such a file; we read it anyway,
-dropping each unknown field with a warning (one per layer type and field) that names its layers
-and line, because the fields a fork adds rarely matter for inference and the user can judge from
-the warning. Everything else that Caffe's
-parser rejects (bad syntax, unknown enum values, values of the wrong type, missing required
-fields) is a CaffeFormatError.
+Forks of Caffe add their own fields. Caffe itself would refuse such a file; we read it anyway.
+A field of a layer that the schema lacks is kept, with its text, in the layer's
+``caffe2torch_kept_field`` list, so that a converter can still read it (``LayerContext.param``); one
+warning per layer type and field says so. Unknown fields elsewhere (of the net, or nested in a known
+parameter message) are dropped with such a warning. A user's fork ``caffe.proto`` (see schema.py)
+makes them known. Everything else that Caffe's parser rejects (bad syntax, unknown enum values,
+values of the wrong type, missing required fields) is a CaffeFormatError.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 import stat
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import text_format
 
 from caffe2torch.caffe_proto import caffe_pb2
+from caffe2torch.caffe_proto.schema import Schema, active_schema, keep_field, to_builtin
 from caffe2torch.caffe_proto.upgrade import (
     CaffeFormatWarning,
     UnknownField,
@@ -34,8 +37,11 @@ _MAX_DEPTH = 64
 _READ_CHUNK = 1 << 20
 
 
-def read_prototxt(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
-    """Read a .prototxt net, upgraded to the current `layer` form (see upgrade.py)."""
+def read_prototxt(path: str | os.PathLike[str], schema: Schema | None = None) -> caffe_pb2.NetParameter:
+    """Read a .prototxt net, upgraded to the current `layer` form (see upgrade.py).
+
+    ``schema``: a fork's schema (:func:`caffe2torch.caffe_proto.load_schema`) to parse with; by default the
+    one :func:`~caffe2torch.caffe_proto.schema.using_schema` made active, else the built-in one."""
     filename = os.fspath(path)
     try:
         data = _read_charged(filename)
@@ -53,7 +59,7 @@ def read_prototxt(path: str | os.PathLike[str]) -> caffe_pb2.NetParameter:
             "a binary .caffemodel is read with read_weights)"
         ) from None
     # Editors on Windows start UTF-8 files with a byte order mark; protobuf's tokenizer does not skip it.
-    return parse_prototxt(text.removeprefix("\ufeff"), filename=filename)
+    return parse_prototxt(text.removeprefix("\ufeff"), filename=filename, schema=schema)
 
 
 def _read_charged(filename: str) -> bytes:
@@ -76,21 +82,23 @@ def _read_charged(filename: str) -> bytes:
             chunks.append(chunk)
 
 
-def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParameter:
+def parse_prototxt(text: str, filename: str = "<string>", schema: Schema | None = None) -> caffe_pb2.NetParameter:
     """Parse prototxt text (as read_prototxt does a file); `filename` is used in messages."""
-    net = caffe_pb2.NetParameter()
+    schema = schema if schema is not None else active_schema()
+    net_class = schema.net_class if schema is not None else caffe_pb2.NetParameter
+    net = net_class()
     unknown_fields: list[_UnknownField] = []
     try:
         text_format.Parse(text, net, max_recursion_depth=_MAX_DEPTH)
     except text_format.ParseError as strict_error:
-        # Either fields unknown to our schema (tolerated) or a real error: scan to tell which.
+        # Either fields unknown to the schema (kept or tolerated) or a real error: scan to tell which.
         try:
-            unknown_fields = _find_unknown_fields(text)
+            unknown_fields = _find_unknown_fields(text, net_class.DESCRIPTOR)
         except text_format.ParseError as scan_error:
             raise _format_error(filename, text, scan_error) from None
         if not unknown_fields:
             raise _format_error(filename, text, strict_error) from None
-        net = caffe_pb2.NetParameter()
+        net = net_class()
         try:
             text_format.Parse(text, net, allow_unknown_field=True, max_recursion_depth=_MAX_DEPTH)
         except text_format.ParseError as error:
@@ -98,6 +106,11 @@ def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParame
     if not net.IsInitialized():
         missing = ", ".join(net.FindInitializationErrors())
         raise CaffeFormatError(f"{filename}: required fields are missing: {missing}")
+    kept = _keep_layer_fields(text, unknown_fields)
+    net = to_builtin(net, filename, schema) if schema is not None else net
+    for index, fields in kept.items():
+        for field in fields:
+            keep_field(net.layer[index], field, filename, schema)
     upgraded = upgrade_net(net, source=filename)
     if len(upgraded.layer) == 0:
         top_level = sorted({field.name for field in unknown_fields if field.layer_field is None})
@@ -107,7 +120,29 @@ def parse_prototxt(text: str, filename: str = "<string>") -> caffe_pb2.NetParame
     return upgraded
 
 
-def _warn_unknown(filename: str, net: caffe_pb2.NetParameter, unknown_fields: list[_UnknownField]) -> None:
+def _keep_layer_fields(text: str, unknown_fields: list[_UnknownField]) -> dict[int, list[caffe_pb2.KeptField]]:
+    """The unknown fields directly in a (current-form) layer, with their text, by layer index."""
+    kept: dict[int, list[caffe_pb2.KeptField]] = {}
+    starts = _line_offsets(text)
+    for field in unknown_fields:
+        if field.layer_field != "layer" or field.message_type != "caffe.LayerParameter":
+            continue
+        begin = starts[field.line - 1] + field.column - 1
+        end = len(text) if field.end is None else starts[field.end[0] - 1] + field.end[1] - 1
+        kept.setdefault(field.layer_index, []).append(caffe_pb2.KeptField(
+            name=field.name, text=text[begin:end].rstrip().rstrip(",;"), line=field.line, column=field.column))
+    return kept
+
+
+def _line_offsets(text: str) -> list[int]:
+    """Offset of each line's first character (tokenizer positions are line, column)."""
+    offsets = [0]
+    for line in text.split("\n"):
+        offsets.append(offsets[-1] + len(line) + 1)
+    return offsets
+
+
+def _warn_unknown(filename: str, net: Any, unknown_fields: list[_UnknownField]) -> None:
     """One warning per unknown net field, and per (layer type, field) for the fields in layers."""
     in_layers: list[UnknownField] = []
     warned_net_fields: set[str] = set()
@@ -126,7 +161,10 @@ def _warn_unknown(filename: str, net: caffe_pb2.NetParameter, unknown_fields: li
         layer = getattr(net, field.layer_field)[field.layer_index]
         layer_type, layer_name = layer_type_and_name(layer)
         message = field.message_type.removeprefix("caffe.")
-        in_layers.append(UnknownField(f'"{field.name}"', message, layer_type, layer_name, location))
+        kept = field.layer_field == "layer" and message == "LayerParameter"
+        if kept and field.name in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name:
+            continue  # unknown to the fork's schema only: read as Caffe's (keep_field)
+        in_layers.append(UnknownField(f'"{field.name}"', message, layer_type, layer_name, location, kept=kept))
     warn_unknown_fields(filename, in_layers, stacklevel=3)
 
 
@@ -157,28 +195,30 @@ class _UnknownField:
     message_type: str
     layer_field: str | None  # "layer" or "layers" (V1/V0) when inside a layer, else None
     layer_index: int
+    end: tuple[int, int] | None = None  # line, column of the token after the field; None: the end of the text
 
 
-def _find_unknown_fields(text: str) -> list[_UnknownField]:
+def _find_unknown_fields(text: str, net_descriptor: _descriptor.Descriptor) -> list[_UnknownField]:
     """Walk the text with the schema, as protobuf's parser does, listing the fields it lacks."""
     tokenizer = text_format.Tokenizer(text.split("\n"))
     found: list[_UnknownField] = []
-    _Scanner(tokenizer, found).scan_net()
+    _Scanner(tokenizer, found, net_descriptor).scan_net()
     return found
 
 
 class _Scanner:
     """Follows the text-format grammar (that of text_format._Parser) without building messages."""
 
-    def __init__(self, tokenizer: text_format.Tokenizer, found: list[_UnknownField]) -> None:
+    def __init__(self, tokenizer: text_format.Tokenizer, found: list[_UnknownField],
+                 net_descriptor: _descriptor.Descriptor) -> None:
         self.tokenizer = tokenizer
         self.found = found
+        self.net_descriptor = net_descriptor
         self.layer_counts = {"layer": 0, "layers": 0}
 
     def scan_net(self) -> None:
-        net_descriptor = caffe_pb2.NetParameter.DESCRIPTOR
         while not self.tokenizer.AtEnd():
-            self._field(net_descriptor, layer_field=None, layer_index=0)
+            self._field(self.net_descriptor, layer_field=None, layer_index=0)
 
     def _position(self) -> tuple[int, int]:
         probe = self.tokenizer.ParseError("")
@@ -206,16 +246,17 @@ class _Scanner:
         else:
             name = tokenizer.ConsumeIdentifierOrNumber()
             field = owner.fields_by_name.get(name) if owner is not None else None
-        if owner is not None and field is None:
-            self.found.append(
-                _UnknownField(name, line, column, owner.full_name, layer_field, layer_index)
-            )
         if owner is None or field is None:
             self._skip_contents(depth)
         else:
             self._known_contents(field, layer_field, layer_index, depth)
         if not tokenizer.TryConsume(","):
             tokenizer.TryConsume(";")
+        if owner is not None and field is None:
+            end = None if tokenizer.AtEnd() else self._position()
+            self.found.append(
+                _UnknownField(name, line, column, owner.full_name, layer_field, layer_index, end)
+            )
 
     def _known_contents(
         self,
@@ -251,7 +292,7 @@ class _Scanner:
         if field.message_type is None:
             self._skip_scalar()
             return
-        if field.containing_type is caffe_pb2.NetParameter.DESCRIPTOR and field.name in self.layer_counts:
+        if field.containing_type is self.net_descriptor and field.name in self.layer_counts:
             # Each net-level layer entry is the context of the unknown fields found inside it.
             layer_field, layer_index = field.name, self.layer_counts[field.name]
             self.layer_counts[field.name] += 1

@@ -154,6 +154,7 @@ class UnknownField:
     layer_type: str
     layer_name: str
     location: str = ""  # "line:col" in a prototxt; binary files give none
+    kept: bool = False  # kept in the layer for its converter (a text field of the layer itself)
 
 
 def warn_unknown_fields(source: str, occurrences: list[UnknownField], stacklevel: int = 2) -> None:
@@ -165,16 +166,20 @@ def warn_unknown_fields(source: str, occurrences: list[UnknownField], stacklevel
     """
     layers_by_field: dict[tuple[str, str, str], list[str]] = {}
     first_location: dict[tuple[str, str, str], str] = {}
+    kept_fields: set[tuple[str, str, str]] = set()
     for occurrence in occurrences:
         key = (occurrence.layer_type, occurrence.message, occurrence.field)
+        if occurrence.kept:
+            kept_fields.add(key)
         names = layers_by_field.setdefault(key, [])
         if occurrence.layer_name not in names:
             names.append(occurrence.layer_name)
         first_location.setdefault(key, occurrence.location)
-    merged: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    merged: dict[tuple[str, str, tuple[str, ...], bool], list[str]] = {}
     for (layer_type, message, field), names in layers_by_field.items():
-        merged.setdefault((layer_type, message, tuple(names)), []).append(field)
-    for (layer_type, message, names), fields in merged.items():
+        kept = (layer_type, message, field) in kept_fields
+        merged.setdefault((layer_type, message, tuple(names), kept), []).append(field)
+    for (layer_type, message, names, kept), fields in merged.items():
         location = first_location[(layer_type, message, fields[0])]
         where = f"{source}:{location}" if location else source
         plural = "s" if len(fields) > 1 else ""
@@ -183,9 +188,10 @@ def warn_unknown_fields(source: str, occurrences: list[UnknownField], stacklevel
         layers = f"{len(names)} {kind}s ({shown}{', ...' if len(names) > 3 else ''})" if len(names) > 1 else (
             f"{kind} {shown}"
         )
+        fate = ("kept for its converter (not in caffe2torch's schema: read with ctx.param, typed with the "
+                "fork's --caffe-proto)") if kept else "ignored (not in caffe2torch's schema: a Caffe fork's?)"
         warnings.warn(
-            f"{where}: unknown field{plural} {', '.join(fields)} in {message} of {layers} ignored "
-            "(not in caffe2torch's schema: a Caffe fork's?)",
+            f"{where}: unknown field{plural} {', '.join(fields)} in {message} of {layers} {fate}",
             CaffeFormatWarning,
             stacklevel=stacklevel + 1,
         )

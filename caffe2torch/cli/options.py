@@ -27,8 +27,25 @@ def _load_plugins(ctx: click.Context, param: click.Parameter, plugins: tuple[str
             load_plugin(plugin)
 
 
-# For every command that reads a net: converters of custom layer types, registered by a user's file or module.
-plugin_option = click.option(
+def _use_caffe_proto(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    """Read every net of this command with the fork's schema (set as the option is parsed, as plugins are)."""
+    if path is not None:
+        from caffe2torch.caffe_proto.schema import set_active_schema
+
+        set_active_schema(path)
+
+
+_plugins = click.option(
     "--plugin", "plugins", multiple=True, metavar="FILE.py|MODULE", expose_value=False, callback=_load_plugins,
     help="Python file or module to import first: its @caffe2torch.converter.register functions convert custom "
          "layer types (repeatable).")
+_caffe_proto = click.option(
+    "--caffe-proto", type=click.Path(exists=True, dir_okay=False), expose_value=False, callback=_use_caffe_proto,
+    help="The Caffe fork's own caffe.proto (or a protoc descriptor set): its layers' fields are read typed.")
+
+
+def plugin_option(command):  # type: ignore[no-untyped-def]
+    """The options of every command that reads a net: --plugin (converters of custom layer types) and
+    --caffe-proto (the fork schema their fields are read with)."""
+    return _plugins(_caffe_proto(command))
+

@@ -74,9 +74,21 @@ class DeployForm:
             inputs.top.append(name)
             inputs.input_param.shape.add(dim=shapes[name])
         net.layer.extend(self._net.layer)
+        kept_texts = []
         for layer in net.layer[1:]:
             layer.type = (layer_types or {}).get(layer.type, layer.type)
-        return text_format.MessageToString(net)
+            kept_texts.append([field.text for field in layer.caffe2torch_kept_field])
+            layer.ClearField("caffe2torch_kept_field")
+        if not any(kept_texts):
+            return text_format.MessageToString(net)
+        # Fields no schema here knows go back as the prototxt wrote them, for a runtime whose schema knows them.
+        layers = net.layer[:]
+        del net.layer[:]
+        text = text_format.MessageToString(net)
+        for layer, kept in zip(layers, [[], *kept_texts]):
+            body = text_format.MessageToString(layer, indent=2) + "".join(f"  {kept_text}\n" for kept_text in kept)
+            text += f"layer {{\n{body}}}\n"
+        return text
 
     def write_caffemodel(self, weights: Mapping[str, Sequence[Any]], path: str | Path) -> None:
         """A binary caffemodel of ``weights`` for this net's layers (weights of other layers are left out)."""

@@ -10,6 +10,9 @@ built-in ``Axpy`` is registered::
     @register("MyScale", bottoms=1, tops=1)
     def my_scale(ctx):
         return MyScaleModule(ctx.blob(0, (ctx.input_shapes[0][1],)))
+
+A fork layer's parameters are read with ``ctx.param("my_scale_param")``: typed when the fork's caffe.proto
+is given (``--caffe-proto``), else as the prototxt spells them.
 """
 
 from __future__ import annotations
@@ -148,6 +151,15 @@ class LayerContext:
     @property
     def type(self) -> str:
         return self.layer.type
+
+    def param(self, name: str) -> Any:
+        """The layer's parameter field ``name`` (``"upsample_param"``), however the net's schema knows it:
+        typed by the user's fork caffe.proto (--caffe-proto) or the built-in schema, else the untyped
+        :class:`~caffe2torch.caffe_proto.schema.UntypedMessage` of what the prototxt gave (empty when unset).
+        Prefer it to ``ctx.layer.<name>`` for fork fields, which a user's schema may number differently."""
+        from caffe2torch.caffe_proto.schema import layer_param
+
+        return layer_param(self.layer, name)
 
     def error(self, message: str) -> ConversionError:
         return ConversionError(f"layer {self.name!r} ({self.type}): {message}")
