@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -754,9 +755,9 @@ def test_in_place_layers_chain() -> None:
 
 
 def test_every_registered_type_is_tested_here() -> None:
-    """A new converter must come with a reference test in this file."""
-    with open(__file__, encoding="utf-8") as file:
-        source = file.read()
+    """A new converter must come with a reference test in this file, or in another layer test file beside it
+    (test_fork_layers.py, ...)."""
+    source = "".join(path.read_text(encoding="utf-8") for path in sorted(Path(__file__).parent.glob("test_*layers.py")))
     assert [t for t in registered_types() if f'"{t}"' not in source] == []
 
 

@@ -9,6 +9,7 @@ arguments for a Caffe layer; what the module computes lives here.
 from caffe2torch.modules.activation import BNLL, ELU, PReLU, AbsVal, Clip, Exp, Log, Power, ReLU, Swish, Threshold
 from caffe2torch.modules.batch_norm import BatchNorm
 from caffe2torch.modules.convention import NormalizedRGBToCaffe, SelectClasses
+from caffe2torch.modules.detection import DetectionOutput, Normalize, Permute, PriorBox
 from caffe2torch.modules.eltwise import Axpy, Eltwise
 from caffe2torch.modules.inner_product import Embed, InnerProduct
 from caffe2torch.modules.normalization import LRN, MVN
@@ -23,4 +24,6 @@ __all__ = [
     "Exp", "Flatten", "InnerProduct", "LRN", "Log", "MVN", "NormalizedRGBToCaffe", "PReLU", "Pooling", "Power",
     "ReLU", "Reduction", "Reshape", "Scale", "SelectClasses", "Silence", "Slice", "Softmax", "Split", "Swish",
     "Threshold", "Tile", "average_divisors", "caffe_pool2d", "caffe_top_k", "pooled_size",
+    # the SSD fork's layers
+    "DetectionOutput", "Normalize", "Permute", "PriorBox",
 ]

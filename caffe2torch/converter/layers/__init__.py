@@ -4,6 +4,7 @@ from caffe2torch.converter.layers import (  # noqa: F401
     activation,
     batch_norm,
     convolution,
+    detection,
     eltwise,
     inner_product,
     normalization,
