@@ -165,7 +165,7 @@ def test_presets() -> None:
     senet = get_preset("senet")
     assert (senet.channel_order, senet.mean, senet.scale, senet.resize, senet.crop_size, senet.interpolation,
             senet.label_order) == ("BGR", (104.0, 117.0, 123.0), 1.0, 256, 224, "linear", "senet")
-    with pytest.raises(InputError, match="unknown preset 'nope'; known: senet"):
+    with pytest.raises(InputError, match="unknown preset 'nope'; known: bvlc, mobilenet, nsfw, senet, vgg"):
         get_preset("nope")
     with pytest.raises(InputError, match="not both"):
         Preset(name="both", mean=(1.0,), mean_file="m.binaryproto")

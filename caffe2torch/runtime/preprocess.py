@@ -106,13 +106,22 @@ def center_crop(array: np.ndarray, crop: Size, *, channels_first: bool = False) 
     return array[:, rows, cols] if channels_first else array[rows, cols]
 
 
+def as_size(size: int | Size) -> Size:
+    """A crop or resize given as one number (a square) or as ``(height, width)``."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 class Preprocessor:
     """Turns image files into the float32 C x H x W arrays a net was evaluated on, per a :class:`Preset`.
 
-    ``input_size`` is the net's declared (height, width): the crop; without it the preset's ``crop_size``
-    is used, and with neither the resized image is passed whole.  ``channels`` is the net's input channel
-    count (1 reads images as grey, like Caffe's ``is_color: false``).  Picklable, so DataLoader workers
-    can use it.
+    ``input_size`` is the net's declared (height, width): the crop, unless the preset's crop is fixed
+    (``crop_fixed``); without it the preset's ``crop_size`` is used, and with neither the resized image is
+    passed whole.  ``channels`` is the net's input channel count (1 reads images as grey, like Caffe's
+    ``is_color: false``).  Picklable, so DataLoader workers can use it.
+
+    A mean image is subtracted as Caffe's ``DataTransformer`` does: from an image of the mean's own size
+    (images are resized to it), at the crop's offset.  Cropping the mean at that offset once, here, and
+    subtracting it from each cropped image is the same arithmetic.
     """
 
     def __init__(self, preset: Preset, input_size: Size | None = None, channels: int = 3) -> None:
@@ -120,12 +129,13 @@ class Preprocessor:
             raise InputError(f"preprocessing makes 1- or 3-channel images; the net takes {channels} channels")
         self.preset = preset
         self.channels = channels
-        if input_size is not None:
-            self.crop: Size | None = (int(input_size[0]), int(input_size[1]))
-        elif preset.crop_size is not None:
-            self.crop = (preset.crop_size, preset.crop_size)
+        if preset.crop_size is not None and (preset.crop_fixed or input_size is None):
+            self.crop: Size | None = as_size(preset.crop_size)
+        elif input_size is not None:
+            self.crop = (int(input_size[0]), int(input_size[1]))
         else:
             self.crop = None
+        self.resize: int | Size | None = preset.resize
         self.mean = self._mean_array()
 
     def _mean_array(self) -> np.ndarray | None:
@@ -133,23 +143,33 @@ class Preprocessor:
         preset = self.preset
         if preset.mean is not None:
             if len(preset.mean) not in (1, self.channels):
-                raise InputError(f"preset {preset.name!r}: {len(preset.mean)} mean values for a "
-                                 f"{self.channels}-channel input")
+                raise InputError(f"{len(preset.mean)} mean values for a {self.channels}-channel input (preset "
+                                 f"{preset.name!r}; --mean takes one per channel, or one for all)")
             return np.asarray(preset.mean, dtype=np.float32).reshape(-1, 1, 1)
         if preset.mean_file is None:
             return None
         from caffe2torch.caffe_proto import read_blob
 
+        if not Path(preset.mean_file).is_file():
+            raise InputError(f"{preset.mean_file}: no such mean file")
         mean = np.asarray(read_blob(preset.mean_file), dtype=np.float32)
         if mean.ndim == 4 and mean.shape[0] == 1:
             mean = mean[0]
         if mean.ndim != 3 or mean.shape[0] != self.channels:
             raise InputError(f"{preset.mean_file}: mean image of shape {list(mean.shape)} does not fit a "
                              f"{self.channels}-channel input")
+        height, width = mean.shape[1:]
         if self.crop is not None:
-            # Caffe reads the mean at the crop's own offset; for a mean image the size of the resized
-            # image (the case Caffe accepts) that is this center crop.
+            # Caffe reads the mean at the crop's own offset in an image of the mean's size.
             mean = center_crop(mean, self.crop, channels_first=True)
+        if self.resize is None:
+            self.resize = (height, width)
+        elif isinstance(self.resize, int) or as_size(self.resize) != (height, width):
+            given = (f"shorter side {self.resize}" if isinstance(self.resize, int)
+                     else f"{self.resize[0]}x{self.resize[1]}")
+            raise InputError(f"{preset.mean_file}: a {height}x{width} mean image is subtracted from images "
+                             f"resized to exactly {height}x{width} (as Caffe requires), not to {given}: "
+                             f"resize to {height}x{width} or leave the resize to the mean image")
         return np.ascontiguousarray(mean)
 
     def __call__(self, path: str | Path) -> np.ndarray:
@@ -158,7 +178,7 @@ class Preprocessor:
     def transform(self, image: np.ndarray) -> np.ndarray:
         """A decoded H x W x C uint8 image (BGR) -> the net's float32 C x H x W input."""
         preset = self.preset
-        image = resize_image(image, resized_size(*image.shape[:2], preset.resize), preset.interpolation)
+        image = resize_image(image, resized_size(*image.shape[:2], self.resize), preset.interpolation)
         if self.crop is not None:
             image = center_crop(image, self.crop)
         if preset.channel_order == "RGB" and image.shape[2] == 3:

@@ -19,13 +19,16 @@ INTERPOLATIONS = ("linear", "area", "cubic", "nearest", "lanczos", "pil-linear")
 class Preset:
     """One preprocessing protocol.
 
-    ``mean`` is per channel in ``channel_order`` (Caffe's ``mean_value``); ``mean_file`` a ``.binaryproto``
-    mean image (Caffe's ``mean_file``); at most one of them.  ``scale`` multiplies ``pixel - mean``, as
-    Caffe's ``transform_param.scale`` does.  ``resize`` is the shorter side (an int), a fixed
-    ``(height, width)`` (Caffe's ``new_height``/``new_width``), or ``None`` to keep the decoded size.
-    ``crop_size`` is the center crop used when the net does not declare its input size (a net that does
-    is cropped to that size).  ``label_order`` names the order of the net's outputs (see
-    :mod:`caffe2torch.runtime.labels`), ``None`` when unknown.
+    ``mean`` is per channel in ``channel_order`` (Caffe's ``mean_value``; one value serves every channel);
+    ``mean_file`` a ``.binaryproto`` mean image (Caffe's ``mean_file``); at most one of them.  ``scale``
+    multiplies ``pixel - mean``, as Caffe's ``transform_param.scale`` does.  ``resize`` is the shorter side
+    (an int), a fixed ``(height, width)`` (Caffe's ``new_height``/``new_width``, ``convert_imageset
+    --resize_height/--resize_width``), or ``None`` to keep the decoded size, except with a mean image,
+    where ``None`` means the mean image's size (Caffe subtracts a mean image from images of its own size).
+    ``crop_size`` (an int or ``(height, width)``) is the center crop used when the net does not declare its
+    input size (a net that does is cropped to that size), or always when ``crop_fixed`` (an explicit
+    ``--crop``, a training prototxt's ``crop_size``).  ``label_order`` names the order of the net's outputs
+    (see :mod:`caffe2torch.runtime.labels`), ``None`` when unknown.
     """
 
     name: str
@@ -34,9 +37,10 @@ class Preset:
     mean_file: str | None = None
     scale: float = 1.0
     resize: int | tuple[int, int] | None = 256
-    crop_size: int | None = 224
+    crop_size: int | tuple[int, int] | None = 224
     interpolation: str = "linear"
     label_order: str | None = None
+    crop_fixed: bool = False
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
@@ -50,9 +54,12 @@ class Preset:
                              f"{', '.join(INTERPOLATIONS)}")
         if not self.scale > 0:
             raise InputError(f"preset {self.name!r}: scale must be positive, not {self.scale}")
-        sizes = [self.resize] if isinstance(self.resize, int) else list(self.resize or ())
-        if any(size <= 0 for size in sizes) or (self.crop_size is not None and self.crop_size <= 0):
+        sizes = [size for value in (self.resize, self.crop_size)
+                 for size in ([value] if isinstance(value, int) else list(value or ()))]
+        if any(size <= 0 for size in sizes):
             raise InputError(f"preset {self.name!r}: resize and crop sizes must be positive")
+        if self.crop_fixed and self.crop_size is None:
+            raise InputError(f"preset {self.name!r}: a fixed crop needs a crop size")
 
 
 PRESETS: dict[str, Preset] = {
@@ -60,6 +67,26 @@ PRESETS: dict[str, Preset] = {
     # 224 center crop of the image resized to shorter side 256 (Table 1); outputs in ILSVRC2017_val.txt order.
     "senet": Preset(name="senet", channel_order="BGR", mean=(104.0, 117.0, 123.0), scale=1.0, resize=256,
                     crop_size=224, interpolation="linear", label_order="senet"),
+    # BVLC reference CaffeNet / AlexNet / GoogLeNet: images warped to 256x256 (convert_imageset
+    # --resize_height=256 --resize_width=256), TEST-phase center crop 227 (CaffeNet, AlexNet; a net that
+    # declares 224, like GoogLeNet, is cropped to that), BGR.  The mean is GoogLeNet's train_val
+    # mean_value 104/117/123, which is also ilsvrc_2012_mean.npy averaged per channel and rounded
+    # (CaffeNet/AlexNet subtract the mean image: add --mean-file imagenet_mean.binaryproto).
+    "bvlc": Preset(name="bvlc", channel_order="BGR", mean=(104.0, 117.0, 123.0), scale=1.0, resize=(256, 256),
+                   crop_size=227, interpolation="linear", label_order="synset"),
+    # VGG-16/19 (the ILSVRC-2014 Caffe release): shorter side 256, center crop 224, BGR minus the per-channel
+    # ImageNet mean of the VGG model zoo page.
+    "vgg": Preset(name="vgg", channel_order="BGR", mean=(103.939, 116.779, 123.68), scale=1.0, resize=256,
+                  crop_size=224, interpolation="linear", label_order="synset"),
+    # MobileNet-Caffe (shicai): accuracies measured with a single 224 center crop of images of "256xN"
+    # (shorter side 256); BGR minus (103.94, 116.78, 123.68), times 0.017 (the README's notes).
+    "mobilenet": Preset(name="mobilenet", channel_order="BGR", mean=(103.94, 116.78, 123.68), scale=0.017,
+                        resize=256, crop_size=224, interpolation="linear", label_order="synset"),
+    # Yahoo's open_nsfw (classify_nsfw.py): PIL bilinear resize to 256x256, center crop 224, BGR 0..255
+    # minus 104/117/123.  The script also re-encodes the resized image as JPEG before reading it back;
+    # that lossy step is not reproduced.  Two outputs: SFW, NSFW.
+    "nsfw": Preset(name="nsfw", channel_order="BGR", mean=(104.0, 117.0, 123.0), scale=1.0, resize=(256, 256),
+                   crop_size=224, interpolation="pil-linear", label_order=None),
 }
 
 

@@ -19,7 +19,8 @@ from caffe2torch.errors import Caffe2TorchError, InputError
 from caffe2torch.runtime.device import Inference
 from caffe2torch.runtime.evaluate import Published, select_output
 from caffe2torch.runtime.preprocess import Preprocessor
-from caffe2torch.runtime.presets import Preset, get_preset
+from caffe2torch.runtime.presets import Preset
+from caffe2torch.runtime.protocol import PreprocessOptions, resolve_preprocessing, unknown_preprocessing_message
 
 
 def named_zoo_entry(model_name: str) -> Any:
@@ -62,10 +63,10 @@ class Session:
         return [tuple(shape) for shape in getattr(self.module, "input_shapes", [])]
 
     def preprocessor(self) -> Preprocessor:
-        """The preprocessing the preset describes, cropped to the net's declared input size."""
+        """The preprocessing the preset describes, cropped to the net's declared input size (unless the
+        crop was given explicitly)."""
         if self.preset is None:
-            raise InputError("cannot tell how this net's images were preprocessed: name the model "
-                             "(--model) or a preset (--preset)")
+            raise InputError(unknown_preprocessing_message())
         shapes = self.input_shapes
         if len(shapes) > 1:
             raise InputError(f"the net has {len(shapes)} inputs; image evaluation needs a net with one")
@@ -87,26 +88,28 @@ class Session:
 
 def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_name: str | None = None,
                  preset_name: str | None = None, interpolation: str | None = None, output: str | None = None,
-                 random_init: bool = False) -> Session:
-    """Convert the net, find its zoo entry and preset, and put it on ``inference``'s device.
+                 random_init: bool = False, preprocessing: PreprocessOptions | None = None) -> Session:
+    """Convert the net, find its zoo entry and preprocessing, and put it on ``inference``'s device.
 
     The zoo entry is the one ``model_name`` names, else the one the converted model was recognised as.
-    An explicit ``preset_name`` wins over the zoo entry's preset; without either the preset is ``None``
-    (fine for ``bench``; ``verify`` and ``predict`` then ask for one).  ``interpolation`` replaces the
-    preset's resize filter, for experiments.
+    The preprocessing is :func:`~caffe2torch.runtime.protocol.resolve_preprocessing` of ``preprocessing``
+    over ``preset_name`` (else the zoo entry's preset); ``interpolation`` replaces the resize filter, for
+    experiments.  With nothing to go on the preset is ``None`` (fine for ``bench``; ``verify`` and
+    ``predict`` then ask for one).  Options are checked before the net is converted.
     """
     import caffe2torch
 
+    options = dataclasses.replace(preprocessing or PreprocessOptions(),
+                                  **{key: value for key, value in (("preset", preset_name),
+                                                                   ("interpolation", interpolation))
+                                     if value is not None})
     entry = named_zoo_entry(model_name) if model_name is not None else None
     if isinstance(weights, (str, os.PathLike)) and not Path(weights).is_file():
         raise InputError(f"{weights}: no such weights file")
+    preset = resolve_preprocessing(options, entry.preset if entry is not None else None)  # bad options: early
     module = caffe2torch.load(prototxt, weights, outputs=[output] if output else None, random_init=random_init)
     if entry is None and module.zoo_model is not None:
         entry = named_zoo_entry(module.zoo_model)
-    if preset_name is None and entry is not None:
-        preset_name = entry.preset
-    preset = get_preset(preset_name) if preset_name is not None else None
-    if preset is not None and interpolation is not None:
-        preset = dataclasses.replace(preset, interpolation=interpolation)
+        preset = resolve_preprocessing(options, entry.preset)
     model_name = entry.name if entry is not None else None
     return Session(module, inference.prepare(module), inference, model_name, entry, preset, output)
