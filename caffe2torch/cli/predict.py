@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from caffe2torch.cli.options import plugin_option
+from caffe2torch.cli.preprocessing import preprocessing_options
 from caffe2torch.runtime import PRECISIONS
-from caffe2torch.runtime.presets import INTERPOLATIONS
+from caffe2torch.runtime.presets import INTERPOLATIONS, PRESETS
 
 
 @click.command()
@@ -20,7 +21,9 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
               "else the net's own).")
 @click.option("--model", "model_name", help="Zoo model whose preset and class order apply (default: the zoo "
               "model the net is recognised as).")
-@click.option("--preset", "preset_name", help="Preprocessing preset (default: the model's).")
+@click.option("--preset", "preset_name", help=f"Preprocessing preset: {', '.join(sorted(PRESETS))} (default: "
+              "the model's).  The options below override its fields.")
+@preprocessing_options
 @click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
               help="Resize filter instead of the preset's (Caffe's is linear: cv::resize INTER_LINEAR).")
 @click.option("--device", help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu).")
@@ -29,16 +32,20 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
 @plugin_option
 def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, class_names: str | None,
             label_order: str | None, model_name: str | None, preset_name: str | None,
-            interpolation: str | None, device: str | None, precision: str, output: str | None) -> None:
+            interpolation: str | None, device: str | None, precision: str, output: str | None,
+            **preprocessing: str | None) -> None:
     """Show the most probable classes of each IMAGE under PROTOTXT with WEIGHTS.
 
     Probabilities are the net's outputs when its output layer is a Softmax, otherwise a softmax of them.
+    A net outside the zoo needs its preprocessing: --preset, --transform-from, or the steps (--resize,
+    --crop, --mean/--mean-file, --scale, --channel-order).
     """
     from caffe2torch.runtime.predict import predict as run_predict
 
     predictions = run_predict(prototxt, weights, list(images), top=top, class_names=class_names,
                               names_order=label_order, model_name=model_name, preset_name=preset_name,
-                              interpolation=interpolation, device=device, precision=precision, output=output)
+                              interpolation=interpolation, device=device, precision=precision, output=output,
+                              **preprocessing)
     for prediction in predictions:
         click.echo(str(prediction.path))
         for score in prediction.top:

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from caffe2torch.cli.options import plugin_option
+from caffe2torch.cli.preprocessing import preprocessing_options
 from caffe2torch.errors import InputError
 from caffe2torch.runtime import PRECISIONS
-from caffe2torch.runtime.presets import INTERPOLATIONS
+from caffe2torch.runtime.presets import INTERPOLATIONS, PRESETS
 
 
 @click.command()
@@ -23,7 +24,9 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
               help="Label file, '<image> <label>' per line (e.g. ILSVRC2017_val.txt or Caffe's val.txt).")
 @click.option("--model", "model_name", help="Zoo model whose published row, preset and class order apply "
               "(default: the zoo model the net is recognised as).")
-@click.option("--preset", "preset_name", help="Preprocessing preset (default: the model's).")
+@click.option("--preset", "preset_name", help=f"Preprocessing preset: {', '.join(sorted(PRESETS))} (default: "
+              "the model's).  The options below override its fields.")
+@preprocessing_options
 @click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
               help="Resize filter instead of the preset's (Caffe's is linear: cv::resize INTER_LINEAR).")
 @click.option("--label-order", help="Class order of the label file: senet or synset (default: the net's own; "
@@ -33,6 +36,8 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 is exact (TF32 off); bf16/fp16 use autocast.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images of the label file.")
+@click.option("--skip-missing", is_flag=True, help="Evaluate the images of the label file that are in --images "
+              "and report how many were not (default: a missing image is an error).")
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, type=click.IntRange(min=0),
               help="Image-decoding processes (0: decode in the main process).")
 @click.option("--output", help="Output blob holding the class scores, when the net has several.")
@@ -44,15 +49,17 @@ from caffe2torch.runtime.presets import INTERPOLATIONS
 @plugin_option
 def verify(prototxt: str, weights: str, images: str, labels: str | None, model_name: str | None,
            preset_name: str | None, interpolation: str | None, label_order: str | None, batch_size: int,
-           device: str | None, precision: str, limit: int | None, workers: int, output: str | None, channels_last: bool,
-           compile_model: bool, json_path: str | None, force: bool, quiet: bool) -> None:
+           device: str | None, precision: str, limit: int | None, skip_missing: bool, workers: int, output: str | None,
+           channels_last: bool, compile_model: bool, json_path: str | None, force: bool, quiet: bool,
+           **preprocessing: str | None) -> None:
     """Measure the top-1/top-5 error of PROTOTXT with WEIGHTS and compare it with the published result.
 
     Reproduced means: within 0.1 points of the published errors on the full 50,000 validation images,
     or, on fewer images (--limit), the published errors inside the 95% Wilson intervals of the
     measured ones.  Exit status: 0 reproduced, 1 not reproduced, 2 bad input.  A net that is neither
-    named (--model) nor recognised needs --preset; its errors are reported without a comparison and
-    the exit status is 0.  Under torchrun the images are split across the processes.
+    named (--model) nor recognised needs its preprocessing (--preset, --transform-from, or the steps:
+    --resize, --crop, --mean/--mean-file, --scale, --channel-order); its errors are reported without a
+    comparison and the exit status is 0.  Under torchrun the images are split across the processes.
     """
     if json_path is not None and Path(json_path).exists() and not force:
         raise InputError(f"{json_path}: already exists (use --force to overwrite)")
@@ -61,8 +68,9 @@ def verify(prototxt: str, weights: str, images: str, labels: str | None, model_n
 
     result = run_verify(prototxt, weights, images, labels, model_name=model_name, preset_name=preset_name,
                         interpolation=interpolation, label_order=label_order, batch_size=batch_size,
-                        device=device, precision=precision, limit=limit, workers=workers, output=output,
-                        channels_last=channels_last, compile=compile_model, progress=not quiet)
+                        device=device, precision=precision, limit=limit, skip_missing=skip_missing,
+                        workers=workers, output=output, channels_last=channels_last, compile=compile_model,
+                        progress=not quiet, **preprocessing)
     if result.is_main:
         click.echo(result.report())
         if json_path is not None:

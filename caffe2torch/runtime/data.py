@@ -40,25 +40,34 @@ class ImageSet:
     label_order: str | None
     source: str  # the label file or folder, for messages
     classes: int | None = None
+    skipped: int = 0  # listed images that are not in the folder (skip_missing)
 
 
 def images_from_label_file(images_dir: str | Path, label_file: str | Path, *,
-                           limit: int | None = None) -> ImageSet:
-    """The images a ``name label`` file lists, relative to ``images_dir``; the first ``limit`` lines only
-    when given.  Every listed image must exist: a missing one is an error naming its line."""
+                           limit: int | None = None, skip_missing: bool = False) -> ImageSet:
+    """The images a ``name label`` file lists, relative to ``images_dir``; the first ``limit`` ones only
+    when given.  A listed image that does not exist is an error naming its line, or, with
+    ``skip_missing`` (a folder holding part of a data set), left out and counted in ``skipped``."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder")
     entries = read_label_file(label_file)
-    if limit is not None:
-        entries = entries[:limit]
-    images = []
+    images: list[LabeledImage] = []
+    skipped = 0
     for entry in entries:
+        if limit is not None and len(images) >= limit:
+            break
         path = images_dir / entry.name
         if not path.is_file():
-            raise InputError(f"{label_file}:{entry.line}: image {entry.name!r} is not in {images_dir}")
+            if skip_missing:
+                skipped += 1
+                continue
+            raise InputError(f"{label_file}:{entry.line}: image {entry.name!r} is not in {images_dir} "
+                             "(--skip-missing evaluates the images that are)")
         images.append(LabeledImage(path, entry.label, f"{label_file}:{entry.line}"))
-    return ImageSet(images, None, str(label_file))
+    if not images:
+        raise InputError(f"{images_dir}: none of the {len(entries):,} images {label_file} lists is there")
+    return ImageSet(images, None, str(label_file), skipped=skipped)
 
 
 def images_from_class_folders(root: str | Path, *, limit: int | None = None) -> ImageSet:

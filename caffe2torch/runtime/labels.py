@@ -81,7 +81,8 @@ def to_net_order(source: str | None, net_order: str | None, classes: int, what: 
         return None
     if net_order is None:
         raise InputError(f"{what} in {source!r} order, but the order of the net's outputs is unknown: name the "
-                         "model (--model) or a preset with a label order")
+                         "model (--model), a preset with a label order, or the order with --label-order "
+                         "(taken to be the net's too)")
     mapping = label_map(source, net_order)
     if len(mapping) != classes:
         raise InputError(f"label order {source!r} has {len(mapping)} classes, the net has {classes} outputs")

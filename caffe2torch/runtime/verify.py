@@ -1,13 +1,16 @@
 """``verify``: measure a converted net's ImageNet error and decide whether it reproduces the published row.
 
 The model's zoo entry (``model_name``, else the zoo's recognition of the net) gives the published row, the
-preset and the order of the net's outputs.  Without an entry a ``preset_name`` is needed to preprocess,
-and the errors are reported with no comparison (``reproduced`` is ``None``; the command exits 0, since
-there is nothing the measurement could fail).
+preset and the order of the net's outputs.  Without an entry the preprocessing must be told (a preset,
+``--transform-from``, or the steps: see :mod:`caffe2torch.runtime.protocol`), and the errors are reported
+with no comparison (``reproduced`` is ``None``; the command exits 0, since there is nothing the
+measurement could fail).  When the order of the net's outputs is unknown, an explicit ``label_order`` is
+taken to be the net's too: the user's word is all there is to go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from caffe2torch.runtime.data import ImageSet, LabeledImage, has_class_folders, 
 from caffe2torch.runtime.device import Inference, choose_device
 from caffe2torch.runtime.evaluate import Distributed, Evaluation, Reproduction, check_reproduction, evaluate
 from caffe2torch.runtime.labels import to_net_order
+from caffe2torch.runtime.protocol import MeanLike, PreprocessOptions, SizeLike, resolve_preprocessing
 from caffe2torch.runtime.session import Session, open_session
 
 
@@ -56,6 +60,11 @@ class VerifyResult:
         lines = [f"{self.details.get('model') or 'unidentified net'}: {evaluation.images:,} images, "
                  f"{self.details.get('images_per_second', 0):,.1f} images/s on {self.details.get('device')} "
                  f"({self.details.get('precision')})"]
+        skipped = self.details.get("skipped")
+        if skipped:
+            lines.append(f"  skipped {skipped:,} image{'s' if skipped != 1 else ''} of "
+                         f"{self.details.get('images_source')} that {'are' if skipped != 1 else 'is'} not in the "
+                         "image folder")
         for k in (1, 5):
             low, high = evaluation.interval(k)
             correct = evaluation.top1_correct if k == 1 else evaluation.top5_correct
@@ -73,12 +82,13 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def load_image_set(images: str | Path, labels: str | Path | None, limit: int | None) -> ImageSet:
+def load_image_set(images: str | Path, labels: str | Path | None, limit: int | None,
+                   skip_missing: bool = False) -> ImageSet:
     """A label file's images under ``images``, or, without a label file, the ``<wnid>/`` class folders."""
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, not {limit}")
     if labels is not None:
-        return images_from_label_file(images, labels, limit=limit)
+        return images_from_label_file(images, labels, limit=limit, skip_missing=skip_missing)
     if has_class_folders(images):
         return images_from_class_folders(images, limit=limit)
     raise InputError(f"{images}: give a label file (--labels), or a folder with one <wnid>/ folder per class")
@@ -110,22 +120,32 @@ def count_classes(session: Session, preprocess, sample: LabeledImage) -> int:
 
 def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path | None = None, *,
            model_name: str | None = None, preset_name: str | None = None, label_order: str | None = None,
-           interpolation: str | None = None, batch_size: int = 50, device: str | None = None, precision: str = "fp32",
+           interpolation: str | None = None, resize: SizeLike | None = None, crop: SizeLike | None = None,
+           mean: MeanLike | None = None, mean_file: str | Path | None = None, scale: float | str | None = None,
+           channel_order: str | None = None, transform_from: str | Path | None = None,
+           skip_missing: bool = False, batch_size: int = 50, device: str | None = None, precision: str = "fp32",
            limit: int | None = None, workers: int = 4, output: str | None = None,
            channels_last: bool = False, compile: bool = False, progress: bool = True) -> VerifyResult:
     """Evaluate the net on the images and compare with its published row (see the module docstring).
 
     ``label_order`` is the order of the label file's classes; by default the layout's (``synset`` for
-    class folders) or else the net's own.  Bad input raises :class:`InputError` before any image is
-    evaluated.
+    class folders) or else the net's own.  ``resize`` ... ``transform_from`` describe the preprocessing
+    over the preset (:class:`~caffe2torch.runtime.protocol.PreprocessOptions`).  ``skip_missing``
+    evaluates the listed images that are in ``images`` and counts the others (``details["skipped"]``).
+    Bad input raises :class:`InputError` before any image is evaluated.
     """
-    image_set = load_image_set(images, labels, limit)  # cheap checks first: every listed image exists
+    preprocessing = PreprocessOptions(preset=preset_name, interpolation=interpolation,
+                                      transform_from=transform_from, resize=resize, crop=crop, mean=mean,
+                                      mean_file=mean_file, scale=scale, channel_order=channel_order)
+    resolve_preprocessing(preprocessing)  # cheap checks first: the options, then every listed image exists
+    image_set = load_image_set(images, labels, limit, skip_missing)
     inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile)
-    session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
-                           interpolation=interpolation, output=output)
+    session = open_session(prototxt, weights, inference, model_name=model_name, output=output,
+                           preprocessing=preprocessing)
     preprocess = session.preprocessor()
     classes = count_classes(session, preprocess, image_set.images[0])
-    relabelled = labels_in_net_order(image_set, label_order, session.label_order, classes)
+    net_order = session.label_order or label_order
+    relabelled = labels_in_net_order(image_set, label_order, net_order, classes)
 
     distributed = Distributed.from_environment(inference.device)
     try:
@@ -142,9 +162,11 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
         "weights": None if weights is None else str(weights),
         "images_source": image_set.source,
         "limit": limit,
+        "skipped": image_set.skipped,
         "preset": session.preset.name if session.preset else None,
         "interpolation": session.preset.interpolation if session.preset else None,
-        "net_label_order": session.label_order,
+        "preprocessing": dataclasses.asdict(session.preset) if session.preset else None,
+        "net_label_order": net_order,
         "labels_label_order": label_order or image_set.label_order or session.label_order,
         "device": str(inference.device),
         "precision": precision,
