@@ -97,7 +97,8 @@ def compare_layers(prototxt: Any, weights: Any, *, image: str | Path | None = No
 
     The input is ``image`` preprocessed with the preset (``preset_name``, else the zoo model's), or a
     seeded random input of the net's input shape (a random picture run through the preset when there is
-    one).  Batch size 1.
+    one).  The batch is the net's declared one (``input_shape``'s first dimension when given): a layer that
+    mixes the images of a batch shows only then; an image is repeated to fill it, random inputs differ.
     """
     import torch
 
@@ -140,26 +141,29 @@ def _preset(zoo_entry: Any, preset_name: str | None) -> Any:
 
 def _inputs(input_shapes: dict[str, tuple[int, ...]], image: str | Path | None, preset: Any,
             seed: int) -> tuple[dict[str, np.ndarray], str]:
-    """One batch-1 input per net input, and a description of where it came from."""
+    """One input batch per net input, of its declared shape, and a description of where it came from."""
     from caffe2torch.runtime.preprocess import Preprocessor
+    from caffe2torch.runtime.presets import PRESETS
 
-    shapes = {name: (1, *shape[1:]) for name, shape in input_shapes.items()}
+    shapes = {name: (max(1, shape[0]), *shape[1:]) if shape else shape for name, shape in input_shapes.items()}
     if image is not None:
         if len(shapes) != 1:
             raise InputError(f"--input gives one image, but the net has {len(shapes)} inputs")
         if preset is None:
-            raise InputError("cannot tell how to preprocess the image for this net: name a preset (--preset)")
+            raise InputError("cannot tell how to preprocess the image for this net: name a preset "
+                             f"(--preset {'|'.join(sorted(PRESETS))})")
         (name, shape), = shapes.items()
         if len(shape) != 4:
             raise InputError(f"the net's input {name!r} has shape {list(shape)}, not N x C x H x W: not an image")
         array = Preprocessor(preset, input_size=shape[2:], channels=shape[1])(image)
-        return {name: array[None]}, str(image)
+        return {name: np.repeat(array[None], shape[0], axis=0)}, str(image)
     rng = np.random.default_rng(seed)
     arrays = {}
     for name, shape in shapes.items():
         if preset is not None and len(shape) == 4 and shape[1] in (1, 3):
-            picture = _random_picture(rng, shape[2], shape[3], shape[1])
-            arrays[name] = Preprocessor(preset, input_size=shape[2:], channels=shape[1]).transform(picture)[None]
+            preprocess = Preprocessor(preset, input_size=shape[2:], channels=shape[1])
+            arrays[name] = np.stack([preprocess.transform(_random_picture(rng, shape[2], shape[3], shape[1]))
+                                     for _ in range(shape[0])])
         else:
             arrays[name] = rng.standard_normal(shape, dtype=np.float32)
     how = f"a random picture through preset {preset.name!r}" if preset is not None else "standard normal values"
