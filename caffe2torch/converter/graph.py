@@ -145,7 +145,9 @@ def build_graph(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -
                 dims = shapes[i if len(shapes) > 1 else 0].dim if shapes else None
                 add_input(top, tuple(dims) if dims is not None else None, f"Input layer {message.name!r}")
             continue
-        if message.type in DATA_TYPES:
+        # A Python layer with bottoms computes (its converter is registered as "Python:<module>.<layer>");
+        # without bottoms it feeds data, as the other data layers do.
+        if message.type in DATA_TYPES and not (message.type == "Python" and message.bottom):
             notes.append(f"data layer {message.name!r} ({message.type}) replaced by the net input "
                          f"{message.top[0]!r}" if message.top else f"data layer {message.name!r} dropped")
             if message.top:

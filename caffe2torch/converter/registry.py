@@ -84,10 +84,37 @@ def get_converter(layer_type: str, layer_name: str) -> Converter:
     try:
         return _CONVERTERS[layer_type]
     except KeyError:
+        if layer_type == "Python":
+            return _python_layer
         raise ConversionError(
             f"layer {layer_name!r}: no converter for Caffe type {layer_type!r}; register one with "
             f"@caffe2torch.converter.register({layer_type!r}) (on the command line, in a file given with "
             f"--plugin; see the README, 'Custom layers')") from None
+
+
+def python_layer_type(module: str, layer: str) -> str:
+    """The registry key of one kind of Caffe ``Python`` layer: ``"Python:<module>.<layer>"``.
+
+    Every Python layer has the Caffe type ``Python``; what it computes is the class ``python_param.layer`` of
+    the module ``python_param.module``, so converters are registered per class under this key (a converter
+    registered for plain ``"Python"`` would take them all)."""
+    return f"Python:{module}.{layer}"
+
+
+def _python_layer(ctx: LayerContext) -> nn.Module:
+    """Hands a ``Python`` layer to the converter registered for its class, counting its bottoms and tops
+    against what that converter declared."""
+    p = ctx.layer.python_param
+    key = python_layer_type(p.module, p.layer)
+    converter = _CONVERTERS.get(key)
+    if converter is None:
+        raise ConversionError(
+            f"layer {ctx.name!r} is a Python layer (python_param module {p.module!r}, layer {p.layer!r}): "
+            f"Caffe runs that class's Python code, which is not in the model files; register a converter for "
+            f"it with @caffe2torch.converter.register({key!r}) (on the command line, in a file given with "
+            f"--plugin; see the README, 'Custom layers')")
+    check_counts(key, ctx.name, len(ctx.input_shapes), ctx.num_tops)
+    return converter(ctx)
 
 
 def registered_types() -> list[str]:
