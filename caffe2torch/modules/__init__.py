@@ -6,8 +6,9 @@ standalone model.py.  The converters in ``caffe2torch.converter.layers`` only ch
 arguments for a Caffe layer; what the module computes lives here.
 """
 
-from caffe2torch.modules.activation import BNLL, ELU, PReLU, AbsVal, Clip, Exp, Log, Power, ReLU, Swish, Threshold
-from caffe2torch.modules.batch_norm import BatchNorm
+from caffe2torch.modules.activation import (BNLL, ELU, PReLU, AbsVal, Clip, Exp, Log, Power, ReLU, ReLU6, Swish,
+                                           Threshold)
+from caffe2torch.modules.batch_norm import BN, BatchNorm
 from caffe2torch.modules.convention import NormalizedRGBToCaffe, SelectClasses
 from caffe2torch.modules.detection import DetectionOutput, Normalize, Permute, PriorBox
 from caffe2torch.modules.eltwise import Axpy, Eltwise
@@ -15,8 +16,10 @@ from caffe2torch.modules.inner_product import Embed, InnerProduct
 from caffe2torch.modules.normalization import LRN, MVN
 from caffe2torch.modules.pooling import Pooling, average_divisors, caffe_pool2d, pooled_size
 from caffe2torch.modules.reduction import ArgMax, Reduction, caffe_top_k
+from caffe2torch.modules.resize import Interp, Upsample
 from caffe2torch.modules.scale import Bias, Scale
-from caffe2torch.modules.shape import Concat, Crop, Flatten, Reshape, Silence, Slice, Split, Tile
+from caffe2torch.modules.shape import Concat, Crop, CropCenter, Flatten, Reshape, Silence, Slice, Split, Tile
+from caffe2torch.modules.shuffle import Reorg, ShuffleChannel
 from caffe2torch.modules.softmax import Softmax
 
 __all__ = [
@@ -26,4 +29,6 @@ __all__ = [
     "Threshold", "Tile", "average_divisors", "caffe_pool2d", "caffe_top_k", "pooled_size",
     # the SSD fork's layers
     "DetectionOutput", "Normalize", "Permute", "PriorBox",
+    # the fork layers (YOLO, DeepLab, ShuffleNet, PSPNet, waifu2x, MobileNet)
+    "BN", "CropCenter", "Interp", "ReLU6", "Reorg", "ShuffleChannel", "Upsample",
 ]

@@ -20,6 +20,20 @@ class ReLU(nn.Module):
         return F.leaky_relu(x, self.negative_slope)
 
 
+class ReLU6(nn.Module):
+    """``min(max(x, 0) + negative_slope * min(x, 0), 6)``: the MobileNet forks' ReLU6 (a slope only in the
+    forks that read one; 0 gives ``min(max(x, 0), 6)``)."""
+
+    def __init__(self, negative_slope: float) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.negative_slope == 0:
+            return torch.clamp(x, 0, 6)
+        return torch.clamp_max(torch.clamp_min(x, 0) + self.negative_slope * torch.clamp_max(x, 0), 6)
+
+
 class PReLU(nn.Module):
     """``max(x, 0) + a * min(x, 0)`` with ``a`` per channel (axis 1), or one ``a`` for all channels."""
 

@@ -1,4 +1,5 @@
-"""Layers that move data without computing: Concat, Slice, Split, Flatten, Reshape, Crop, Tile, Silence."""
+"""Layers that move data without computing: Concat, Slice, Split, Flatten, Reshape, Crop, Tile, Silence, and
+waifu2x's CropCenter."""
 
 from __future__ import annotations
 
@@ -96,3 +97,17 @@ class Tile(nn.Module):
         repeats = [1] * x.dim()
         repeats[self.axis] = self.tiles
         return x.repeat(repeats)
+
+
+class CropCenter(nn.Module):
+    """waifu2x-caffe's CropCenter: ``crop[i]`` elements removed from both ends of axis ``i`` (every axis)."""
+
+    def __init__(self, crop: tuple[int, ...]) -> None:
+        super().__init__()
+        self.crop = crop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, size in enumerate(self.crop):
+            if size:
+                x = x.narrow(axis, size, x.shape[axis] - 2 * size)
+        return x

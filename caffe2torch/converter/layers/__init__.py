@@ -10,7 +10,9 @@ from caffe2torch.converter.layers import (  # noqa: F401
     normalization,
     pooling,
     reduction,
+    resize,
     scale,
     shape,
+    shuffle,
     softmax,
 )

@@ -8,12 +8,26 @@ from torch import nn
 
 from caffe2torch.converter.layers.common import make
 from caffe2torch.converter.registry import LayerContext, register
-from caffe2torch.modules.activation import BNLL, ELU, PReLU, AbsVal, Clip, Exp, Log, Power, ReLU, Swish, Threshold
+from caffe2torch.modules.activation import (BNLL, ELU, PReLU, AbsVal, Clip, Exp, Log, Power, ReLU, ReLU6, Swish,
+                                           Threshold)
 
 
 @register("ReLU", bottoms=1, tops=1)
 def relu(ctx: LayerContext) -> nn.Module:
     return make(ReLU, negative_slope=float(ctx.layer.relu_param.negative_slope))
+
+
+@register("ReLU6", bottoms=1, tops=1)
+def relu6(ctx: LayerContext) -> nn.Module:
+    """``min(max(x, 0), 6)``, the MobileNet forks' ReLU6.  eric612/MobileNet-YOLO's also adds
+    ``relu6_param.negative_slope * min(x, 0)`` (a message of its own, read when the prototxt gives it);
+    ``relu_param`` is read by no ReLU6 we know of, so it is ignored."""
+    slope = getattr(ctx.param("relu6_param"), "negative_slope", 0.0)
+    try:
+        slope = float(slope)
+    except (TypeError, ValueError):
+        raise ctx.error(f"relu6_param.negative_slope must be a number, got {slope!r}") from None
+    return make(ReLU6, negative_slope=slope)
 
 
 @register("Sigmoid", bottoms=1, tops=1)

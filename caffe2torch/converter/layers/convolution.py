@@ -1,6 +1,9 @@
-"""Convolution and Deconvolution (Caffe's BaseConvolutionLayer semantics)."""
+"""Convolution and Deconvolution (Caffe's BaseConvolutionLayer semantics), and the MobileNet forks' depthwise
+convolution types, which are grouped convolutions."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from torch import nn
 
@@ -78,3 +81,27 @@ def convolution(ctx: LayerContext) -> nn.Module:
 def deconvolution(ctx: LayerContext) -> nn.Module:
     """Caffe stores deconvolution weights as (input channels, outputs / group, kernel...), as torch does."""
     return _convolution(ctx, _DECONV, transposed=True)
+
+
+@register("DepthwiseConvolution", bottoms=1, tops=1)
+def depthwise_convolution(ctx: LayerContext) -> nn.Module:
+    """eric612/MobileNet-YOLO's (and its relatives') DepthwiseConvolution: on the CPU it is Caffe's
+    BaseConvolutionLayer, so convolution_param is read exactly as for Convolution, ``group`` and ``num_output``
+    included (their prototxts set both to the channel count; the fork's GPU kernel assumes so)."""
+    return _convolution(ctx, _CONV, transposed=False)
+
+
+@register("ConvolutionDepthwise", bottoms=1, tops=1)
+def convolution_depthwise(ctx: LayerContext) -> nn.Module:
+    """yonghenglh6/DepthwiseConvolution's ConvolutionDepthwise: one filter per input channel (weights C x 1 x
+    kh x kw, bias C), whatever ``num_output``, ``group`` and ``axis`` say; 2-D only.  Converted as Convolution
+    with group = num_output = the input's channels."""
+    shape = ctx.input_shapes[0]
+    if len(shape) != 4:
+        raise ctx.error(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
+    depthwise = type(ctx.layer)(name=ctx.layer.name, type=ctx.layer.type)
+    depthwise.convolution_param.CopyFrom(ctx.layer.convolution_param)
+    depthwise.convolution_param.group = depthwise.convolution_param.num_output = shape[1]
+    depthwise.convolution_param.ClearField("axis")
+    # The same context otherwise (its list of the blobs used included): only the parameters differ.
+    return _convolution(dataclasses.replace(ctx, layer=depthwise), _CONV, transposed=False)

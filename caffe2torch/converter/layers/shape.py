@@ -1,4 +1,5 @@
-"""Layers that move data without computing: Concat, Slice, Split, Flatten, Reshape, Crop, Tile, Silence."""
+"""Layers that move data without computing: Concat, Slice, Split, Flatten, Reshape, Crop, Tile, Silence, and
+waifu2x's CropCenter."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make
 from caffe2torch.converter.registry import LayerContext, register
-from caffe2torch.modules.shape import Concat, Crop, Flatten, Reshape, Silence, Slice, Split, Tile
+from caffe2torch.modules.shape import Concat, Crop, CropCenter, Flatten, Reshape, Silence, Slice, Split, Tile
 
 
 @register("Concat", bottoms=(1, None), tops=1)
@@ -123,3 +124,19 @@ def tile(ctx: LayerContext) -> nn.Module:
     if p.tiles <= 0:
         raise ctx.error(f"tiles must be positive, got {p.tiles}")
     return make(Tile, axis=canonical_axis(ctx, p.axis, len(ctx.input_shapes[0])), tiles=int(p.tiles))
+
+
+@register("CropCenter", bottoms=1, tops=1)
+def crop_center(ctx: LayerContext) -> nn.Module:
+    """waifu2x-caffe's CropCenter: one crop_size per input axis, removed from both ends of it; the fork
+    requires ``2 * crop_size + 1 <= size`` on every axis."""
+    sizes = tuple(int(size) for size in ctx.param("crop_center_param").crop_size)
+    shape = ctx.input_shapes[0]
+    if len(sizes) != len(shape):
+        raise ctx.error(f"crop_size needs one value per input axis ({len(shape)}, shape {list(shape)}), "
+                        f"got {len(sizes)}")
+    for axis, (size, extent) in enumerate(zip(sizes, shape)):
+        if 2 * size + 1 > extent:
+            raise ctx.error(f"crop_size {size} leaves nothing of axis {axis} (size {extent}): the fork needs "
+                            f"2 * crop_size + 1 <= {extent}")
+    return make(CropCenter, crop=sizes)
