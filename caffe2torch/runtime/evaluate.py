@@ -176,8 +176,8 @@ class Distributed:
         return total
 
 
-def select_output(outputs: torch.Tensor | dict[str, torch.Tensor], output: str | None) -> torch.Tensor:
-    """The class scores among a net's outputs, flattened to N x C (N x C x 1 x 1 is common in Caffe)."""
+def choose_output(outputs: torch.Tensor | dict[str, torch.Tensor], output: str | None) -> torch.Tensor:
+    """The output named ``output`` among a net's outputs, or its only one."""
     if isinstance(outputs, dict):
         if output is None:
             if len(outputs) != 1:
@@ -186,6 +186,12 @@ def select_output(outputs: torch.Tensor | dict[str, torch.Tensor], output: str |
         if output not in outputs:
             raise InputError(f"the net has no output {output!r}; it has {', '.join(outputs)}")
         outputs = outputs[output]
+    return outputs
+
+
+def select_output(outputs: torch.Tensor | dict[str, torch.Tensor], output: str | None) -> torch.Tensor:
+    """The class scores among a net's outputs, flattened to N x C (N x C x 1 x 1 is common in Caffe)."""
+    outputs = choose_output(outputs, output)
     if outputs.dim() < 2 or any(size != 1 for size in outputs.shape[2:]):
         raise InputError(f"expected class scores of shape N x C, the net gives {list(outputs.shape)}")
     return outputs.reshape(outputs.shape[0], outputs.shape[1])

@@ -172,6 +172,16 @@ class Preprocessor:
                              f"resize to {height}x{width} or leave the resize to the mean image")
         return np.ascontiguousarray(mean)
 
+    def input_region(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """Where the net's input lies in an image of ``height`` x ``width``: ``(x0, y0, x1, y1)`` in the
+        image's pixels, so that coordinates a net gives relative to its input (SSD's boxes) can be put back
+        on the image: the whole image unless a crop cut part of it (after the resize)."""
+        resized_height, resized_width = resized_size(height, width, self.resize)
+        crop = self.crop or (resized_height, resized_width)
+        top, left = crop_offset(resized_height, resized_width, crop)
+        x_scale, y_scale = width / resized_width, height / resized_height
+        return (left * x_scale, top * y_scale, (left + crop[1]) * x_scale, (top + crop[0]) * y_scale)
+
     def __call__(self, path: str | Path) -> np.ndarray:
         return self.transform(decode_image(path, color=self.channels == 3))
 

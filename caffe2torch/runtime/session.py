@@ -17,7 +17,7 @@ from torch import nn
 
 from caffe2torch.errors import Caffe2TorchError, InputError
 from caffe2torch.runtime.device import Inference
-from caffe2torch.runtime.evaluate import Published, select_output
+from caffe2torch.runtime.evaluate import Published, choose_output, select_output
 from caffe2torch.runtime.preprocess import Preprocessor
 from caffe2torch.runtime.presets import Preset
 from caffe2torch.runtime.protocol import PreprocessOptions, resolve_preprocessing, unknown_preprocessing_message
@@ -74,16 +74,23 @@ class Session:
             return Preprocessor(self.preset, input_size=shapes[0][2:], channels=shapes[0][1])
         return Preprocessor(self.preset)
 
-    def scores(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class scores (N x C, float32, on the device) for a batch of preprocessed images."""
+    def run(self, batch: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The net's outputs (float32, on the device) for a batch of preprocessed images."""
         try:
-            outputs = self.inference(self.runnable, batch)
+            return self.inference(self.runnable, batch)
         except Caffe2TorchError:
             raise
         except RuntimeError as error:  # shapes that do not fit the net: torch's first line says which
             raise InputError(f"the net cannot run on inputs of shape {list(batch.shape)}: "
                              f"{str(error).splitlines()[0]}") from None
-        return select_output(outputs, self.output)
+
+    def scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class scores (N x C, float32, on the device) for a batch of preprocessed images."""
+        return select_output(self.run(batch), self.output)
+
+    def output_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """The output the session reads (``output``, else the net's only one), as the net shapes it."""
+        return choose_output(self.run(batch), self.output)
 
 
 def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_name: str | None = None,
