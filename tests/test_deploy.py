@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 
@@ -58,6 +59,34 @@ def test_shapes_and_layer_types_are_chosen_when_the_text_is_written() -> None:
     assert [list(shape.dim) for shape in net.layer[0].input_param.shape] == [[3, 4, 1, 1], [3, 4, 5, 5]]
     assert parse_prototxt(form.prototxt()).layer[0].input_param.shape[0].dim == [1, 4, 1, 1]
     assert parse_prototxt(form.prototxt()).layer[1].type == "Axpy"  # the form itself is unchanged
+
+
+def test_a_renamed_layer_carries_its_parameters_as_text() -> None:
+    """A stand-in's runtime may read fields it does not know lossily (OpenCV: the last of repeated values, no
+    minus signs): a renamed layer also gets them whole in python_param.param_str, fields no schema here
+    knows as the prototxt wrote them."""
+    text = """
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 8 dim: 8 } } }
+    layer { name: "crop" type: "CropCenter" bottom: "data" top: "crop"
+            crop_center_param { crop_size: 0 crop_size: 0 crop_size: 1 crop_size: 2 } }
+    layer { name: "interp" type: "Interp" bottom: "crop" top: "interp" interp_param { zoom_factor: 2 pad_beg: -1 } }
+    layer { name: "relu6" type: "ReLU6" bottom: "interp" top: "relu6" relu6_param { negative_slope: -0.5 } }
+    layer { name: "relu" type: "ReLU" bottom: "relu6" top: "relu" }
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # relu6_param is no field of our schema
+        form = convert(parse_prototxt(text), random_init=True).deploy
+    written = form.prototxt(layer_types={"CropCenter": "A", "Interp": "B", "ReLU6": "C"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layers = {layer.name: layer for layer in parse_prototxt(written).layer}
+    assert [layers[name].type for name in ("crop", "interp", "relu6", "relu")] == ["A", "B", "C", "ReLU"]
+    assert layers["crop"].python_param.param_str == ("crop_center_param { crop_size: 0 crop_size: 0 crop_size: 1 "
+                                                     "crop_size: 2 }")
+    assert layers["interp"].python_param.param_str == "interp_param { zoom_factor: 2 pad_beg: -1 }"
+    assert " ".join(layers["relu6"].python_param.param_str.split()) == "relu6_param { negative_slope: -0.5 }"
+    assert not layers["relu"].HasField("python_param")
+    assert "python_param" not in form.prototxt()  # only renamed layers carry it
 
 
 def test_a_net_a_reference_could_not_read_converts_but_has_no_deploy_text() -> None:

@@ -3,10 +3,10 @@ and every blob it computes on its repository's sample image, preprocessed as the
 matches OpenCV's dnn; its exported ``model.py`` computes the same in a process without caffe2torch.
 
 OpenCV 4.x runs the SSD layers (Permute, PriorBox, Normalize, DetectionOutput) natively but has neither
-darknet2caffe's ``Upsample`` nor the MobileNet forks' ``DepthwiseConvolution``: it gets them here as
-Python layers written in numpy from the forks' definitions (registered only while it runs), so they are
-not our modules checked against themselves.  Fusion and Winograd are off (see
-:mod:`caffe2torch.runtime.reference`): fusion corrupts the outputs of folded BatchNorm/Scale layers.
+darknet2caffe's ``Upsample`` nor eric612's ``DepthwiseConvolution``: the reference runtime
+(:mod:`caffe2torch.runtime.reference`) hands it the first as a numpy stand-in written from the fork's C++
+and the second as OpenCV's own Convolution, so neither is our modules checked against themselves.  Fusion
+and Winograd are off there: fusion corrupts the outputs of folded BatchNorm/Scale layers.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import json
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,77 +34,6 @@ cv2 = pytest.importorskip("cv2")
 MODEL_NAMES = ("ultraface_rfb320", "yufacedetectnet_v2", "yolov3_nano_voc", "mobilenet_yolov3_lite_lane")
 BLOB_TOLERANCE = 1e-4  # of the blob's largest magnitude in OpenCV's run
 SCORE_TOLERANCE, BOX_TOLERANCE = 1e-5, 1e-4  # DetectionOutput rows: score, normalised box coordinates
-
-
-class OpenCVUpsample:
-    """darknet2caffe's ``Upsample`` (``upsample_param { scale: s }``): nearest neighbour, each pixel
-    repeated s x s, as darknet's upsample layer does."""
-
-    def __init__(self, params: dict, blobs: list) -> None:
-        self.scale = int(params["scale"])
-
-    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802 (OpenCV's name)
-        n, c, h, w = inputs[0]
-        return [[n, c, h * self.scale, w * self.scale]]
-
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [inputs[0].repeat(self.scale, axis=2).repeat(self.scale, axis=3)]
-
-
-class OpenCVDepthwiseConvolution:
-    """The MobileNet forks' ``DepthwiseConvolution``: Caffe's convolution with one filter per channel
-    (``group`` = channels = ``num_output``), summed tap by tap in float32."""
-
-    def __init__(self, params: dict, blobs: list) -> None:
-        def pair(name: str, default: int) -> tuple[int, int]:
-            value = int(params.get(name, default))
-            return int(params.get(f"{name}_h", value)), int(params.get(f"{name}_w", value))
-
-        self.weight = np.asarray(blobs[0], np.float32)  # C x 1 x kh x kw
-        self.bias = np.asarray(blobs[1], np.float32).reshape(-1) if len(blobs) > 1 else None
-        channels = self.weight.shape[0]
-        if self.weight.shape[1] != 1 or int(params.get("group", channels)) != channels:
-            raise ValueError(f"not depthwise: weight {self.weight.shape}, group {params.get('group')}")
-        self.kernel = self.weight.shape[2:]
-        self.pad, self.stride, self.dilation = pair("pad", 0), pair("stride", 1), pair("dilation", 1)
-
-    def _output_size(self, size: int, axis: int) -> int:
-        extent = self.dilation[axis] * (self.kernel[axis] - 1) + 1
-        return (size + 2 * self.pad[axis] - extent) // self.stride[axis] + 1
-
-    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
-        n, c, h, w = inputs[0]
-        return [[n, c, self._output_size(h, 0), self._output_size(w, 1)]]
-
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        (ph, pw), (sh, sw), (dh, dw) = self.pad, self.stride, self.dilation
-        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        out_h, out_w = self._output_size(x.shape[2], 0), self._output_size(x.shape[3], 1)
-        out = np.zeros((x.shape[0], x.shape[1], out_h, out_w), np.float32)
-        for ky in range(self.kernel[0]):
-            for kx in range(self.kernel[1]):
-                window = padded[:, :, ky * dh: ky * dh + sh * (out_h - 1) + 1: sh,
-                                kx * dw: kx * dw + sw * (out_w - 1) + 1: sw]
-                out += self.weight[None, :, 0, ky, kx, None, None] * window
-        if self.bias is not None:
-            out += self.bias[None, :, None, None]
-        return [out]
-
-
-OPENCV_STANDINS = {"Upsample": OpenCVUpsample, "DepthwiseConvolution": OpenCVDepthwiseConvolution}
-
-
-@contextmanager
-def standins_registered() -> Iterator[None]:
-    """OpenCV's layer registry is process-wide: the stand-ins are there only while a test runs OpenCV."""
-    for name, layer in OPENCV_STANDINS.items():
-        cv2.dnn_registerLayer(name, layer)
-    try:
-        yield
-    finally:
-        for name in OPENCV_STANDINS:
-            cv2.dnn_unregisterLayer(name)
 
 
 @dataclass(frozen=True)
@@ -162,8 +89,7 @@ def both_runs(name: str) -> Runs:
     inputs = model.demo_input()
     with torch.no_grad():
         ours = load_quietly(model, outputs=list(types))(torch.from_numpy(inputs))
-    with standins_registered():
-        opencv = opencv_forward(converted, model.weights, inputs, list(types))
+    opencv = opencv_forward(converted, model.weights, inputs, list(types))
     return Runs({key: value.numpy() for key, value in ours.items()}, opencv, types)
 
 

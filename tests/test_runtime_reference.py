@@ -1,8 +1,12 @@
 """runtime.reference: what OpenCV's dnn is asked for is what Caffe computes (names, in-place blobs, Axpy,
-data layers), on small nets whose every value can be computed by hand."""
+data layers, the fork layers' stand-ins), on small nets whose every value can be computed by hand or by the
+numpy transcriptions of the forks' C++ in tests/test_fork_layers; and ``compare --reference opencv`` on the
+real fork models whose layers OpenCV lacks."""
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import h5py
@@ -11,7 +15,12 @@ import pytest
 
 from caffe2torch.caffe_proto import parse_prototxt, write_hdf5
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.reference import AXPY_TYPE, _axpy_registered, opencv_forward
+from caffe2torch.runtime.reference import (AXPY_TYPE, OPENCV_LAYER_TYPES, STAND_INS, opencv_forward, parse_parameters,
+                                           standin_type, standins_registered)
+from tests.conftest import shared_path
+from tests.test_converter_layers import conv_ref, input_layers, layer, rand
+from tests.test_fork_layers import (bn_blobs, bn_ref, crop_center_ref, depthwise_ref, interp_ref, interp_size_ref,
+                                    relu6_ref, reorg_ref, shuffle_channel_ref, upsample_ref, yolo_upsample_ref)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -90,7 +99,7 @@ def test_axpy_layer_is_registered_only_while_the_reference_runs(tmp_path) -> Non
             net.setInput(array, name)
         return net.forward()
 
-    with _axpy_registered():
+    with standins_registered():
         np.testing.assert_array_equal(run_renamed_net(), np.full((1, 4, 5, 5), 2, np.float32))
     opencv_forward(parse_prototxt(AXPY), {}, arrays, ["axpy"])
     with pytest.raises(cv2.error):
@@ -116,3 +125,168 @@ def test_unreadable_names_are_clear_errors() -> None:
         opencv_forward(net, weights, data, ["train_only"])
     with pytest.raises(InputError, match="no array given for the net input"):
         opencv_forward(parse_prototxt(AXPY), {}, {"a": np.ones((1, 4, 1, 1), np.float32)}, ["axpy"])
+
+
+# --- the fork layers' stand-ins -------------------------------------------------------------------------------
+
+
+def fork_layer(layer_type: str, params: str, inputs: dict[str, np.ndarray],
+               weights: dict[str, list[np.ndarray]] | None = None) -> np.ndarray:
+    """OpenCV's output of one layer ``l`` of ``layer_type`` on ``inputs``, as the reference runs it."""
+    net = parse_prototxt(input_layers({name: a.shape for name, a in inputs.items()}) + "\n"
+                         + layer("l", layer_type, list(inputs), ["l"], params))
+    return opencv_forward(net, weights or {}, inputs, ["l"])["l"]
+
+
+@pytest.mark.parametrize("params, size", [("upsample_param { scale: 2 }", None),
+                                          ("upsample_param { scale_h: 2 scale_w: 3 }", (6, 12)),
+                                          ("upsample_param { upsample_h: 7 upsample_w: 9 }", (7, 9))])
+def test_upsample_stand_in(params: str, size: tuple[int, int] | None) -> None:
+    """OpenCV has no Upsample layer."""
+    x = rand(2, 3, 3, 4, seed=1)
+    expected = yolo_upsample_ref(x, 2) if size is None else upsample_ref(x, *size)
+    np.testing.assert_array_equal(fork_layer("Upsample", params, {"data": x}), expected)
+
+
+@pytest.mark.parametrize("params, stride, pad, dilation, bias", [
+    ("num_output: 32 group: 2 kernel_size: 3 stride: 2", 2, 0, 1, True),  # num_output and group ignored
+    ("kernel_size: 3 pad: 2 dilation: 2 bias_term: false", 1, 2, 2, False),
+    ("num_output: 6 group: 6 kernel_h: 3 kernel_w: 3 pad_h: 1 pad_w: 1", 1, 1, 1, True),
+])
+def test_convolution_depthwise_stand_in(params: str, stride: int, pad: int, dilation: int, bias: bool) -> None:
+    """OpenCV reads ConvolutionDepthwise as a Convolution of the given num_output and group (an error here)."""
+    x, w, b = rand(2, 6, 7, 6, seed=2), rand(6, 1, 3, 3, seed=3), rand(6, seed=4)
+    result = fork_layer("ConvolutionDepthwise", f"convolution_param {{ {params} }}", {"data": x},
+                        {"l": [w, b] if bias else [w]})
+    expected = depthwise_ref(x, w, b if bias else None, stride=stride, pad=pad, dilation=dilation)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_convolution_is_opencvs_convolution_with_its_group() -> None:
+    """eric612's DepthwiseConvolution is Caffe's Convolution with the parameters as given: group 3 of 6 too."""
+    x, w, b = rand(2, 6, 5, 5, seed=5), rand(6, 2, 3, 3, seed=6), rand(6, seed=7)
+    params = "convolution_param { num_output: 6 group: 3 kernel_size: 3 pad: 1 }"
+    result = fork_layer("DepthwiseConvolution", params, {"data": x}, {"l": [w, b]})
+    expected = conv_ref(x, w, b, stride=(1, 1), pad=(1, 1), dilation=(1, 1), group=3)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("legacy_2d", [False, True])
+def test_bn_stand_in(legacy_2d: bool) -> None:
+    """OpenCV has no BN layer (PSPNet's: four blobs, eps added to the stored variance)."""
+    x, blobs = rand(2, 4, 3, 5, seed=8), bn_blobs(4, seed=9, legacy_2d=legacy_2d)
+    result = fork_layer("BN", "bn_param { eps: 0.001 }", {"data": x}, {"l": blobs})
+    np.testing.assert_allclose(result, bn_ref(x, *(blob.reshape(-1) for blob in blobs), 1e-3), rtol=1e-6, atol=1e-6)
+
+
+def test_crop_center_stand_in_gets_every_crop_size() -> None:
+    """OpenCV has no CropCenter layer, and reading crop_center_param itself it keeps only the last crop_size."""
+    x = rand(3, 4, 6, 7, seed=10)
+    params = "crop_center_param { crop_size: 0 crop_size: 1 crop_size: 1 crop_size: 2 }"
+    np.testing.assert_array_equal(fork_layer("CropCenter", params, {"data": x}), crop_center_ref(x, (0, 1, 1, 2)))
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.25, -0.5])
+def test_relu6_stand_in_reads_eric612s_slope(slope: float) -> None:
+    """OpenCV's ReLU6 ignores relu6_param.negative_slope; read by OpenCV, its minus sign would be lost."""
+    x = rand(2, 3, 4, 4, seed=11) * 5
+    params = f"relu6_param {{ negative_slope: {slope} }}" if slope else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # relu6_param is no field of our schema: kept as text, with a warning
+        result = fork_layer("ReLU6", params, {"data": x})
+    np.testing.assert_array_equal(result, relu6_ref(x, slope))
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 3, 4), (3, 6)])
+def test_shuffle_channel_stand_in(shape: tuple[int, ...]) -> None:
+    """OpenCV's ShuffleChannel refuses a 2-D input; the fork's top is 4-D whatever its bottom."""
+    x = rand(*shape, seed=12)
+    result = fork_layer("ShuffleChannel", "shuffle_channel_param { group: 3 }", {"data": x})
+    np.testing.assert_array_equal(result, shuffle_channel_ref(x, 3))
+
+
+@pytest.mark.parametrize("params, rule, pad_beg, pad_end", [
+    ("zoom_factor: 2 pad_beg: -1 pad_end: -1", {"zoom_factor": 2}, -1, -1),  # OpenCV ignores the pads
+    ("shrink_factor: 2", {"shrink_factor": 2}, 0, 0),  # OpenCV: a 0 x 0 output
+    ("zoom_factor: 3 shrink_factor: 2 pad_end: -2", {"zoom_factor": 3, "shrink_factor": 2}, 0, -2),
+    ("shrink_factor: 2 height: 9 width: 9", {"shrink_factor": 2}, 0, 0),  # the fork's order of rules
+    ("height: 4 width: 6 pad_beg: -1 pad_end: -1", {"height": 4, "width": 6}, -1, -1),  # a cropped copy
+])
+def test_interp_stand_in(params: str, rule: dict[str, int], pad_beg: int, pad_end: int) -> None:
+    x = rand(2, 3, 6, 8, seed=13)
+    expected = interp_ref(x, *interp_size_ref(rule, 6 + pad_beg + pad_end, 8 + pad_beg + pad_end), pad_beg, pad_end)
+    result = fork_layer("Interp", f"interp_param {{ {params} }}", {"data": x})
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-6)
+
+
+def test_interp_stand_in_takes_a_second_bottoms_size() -> None:
+    """OpenCV's Interp refuses a second bottom."""
+    x, reference = rand(2, 3, 5, 4, seed=14), rand(2, 1, 9, 11, seed=15)
+    result = fork_layer("Interp", "interp_param { pad_beg: -1 }", {"data": x, "ref": reference})
+    np.testing.assert_allclose(result, interp_ref(x, 9, 11, -1, 0), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reorg_stand_in(reverse: bool) -> None:
+    """OpenCV's Reorg is darknet's forward one whatever ``reverse`` says."""
+    x = rand(2, 8, 4, 6, seed=16)
+    result = fork_layer("Reorg", f"reorg_param {{ stride: 2 reverse: {str(reverse).lower()} }}", {"data": x})
+    np.testing.assert_array_equal(result, reorg_ref(x, 2, reverse))
+
+
+def test_stand_ins_are_registered_only_while_the_reference_runs(tmp_path: Path) -> None:
+    x = rand(1, 2, 3, 3, seed=17)
+    prototxt = tmp_path / "standin.prototxt"
+    prototxt.write_text(input_layers({"data": x.shape}) + "\n"
+                        + layer("l", standin_type("Upsample"), ["data"], ["l"], "python_param { param_str: "
+                                                                                 "'upsample_param { scale: 2 }' }"))
+
+    def run_renamed_net() -> np.ndarray:
+        net = cv2.dnn.readNetFromCaffe(str(prototxt))
+        net.setInput(x)
+        return net.forward()
+
+    with standins_registered():
+        np.testing.assert_array_equal(run_renamed_net(), yolo_upsample_ref(x, 2))
+    fork_layer("Upsample", "upsample_param { scale: 2 }", {"data": x})
+    with pytest.raises(cv2.error):
+        run_renamed_net()
+    assert {OPENCV_LAYER_TYPES[layer_type] for layer_type in STAND_INS} == {standin_type(t) for t in STAND_INS}
+
+
+def test_stand_in_parameters_are_read_from_prototxt_text() -> None:
+    parsed = parse_parameters('interp_param { pad_beg: -1 zoom_factor: 2 } crop_center_param { crop_size: 0 '
+                              'crop_size: 2 } x { s: "a b" e: ENUM f: 1.5e-05 t: true l: [1, 2] m { k: -3 } }')
+    assert parsed["interp_param"] == [{"pad_beg": [-1], "zoom_factor": [2]}]
+    assert parsed["crop_center_param"] == [{"crop_size": [0, 2]}]
+    assert parsed["x"] == [{"s": ["a b"], "e": ["ENUM"], "f": [1.5e-05], "t": [True], "l": [1, 2], "m": [{"k": [-3]}]}]
+    assert parse_parameters("") == {}
+
+
+# --- compare --reference opencv on the real fork models -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, files, input_shape, fork_types", [
+    ("yolov3_nano_voc", ("MobileNetV2-YOLOv3-Nano-voc.prototxt", "MobileNetV2-YOLOv3-Nano-voc.caffemodel"),
+     "1,3,160,160", {"Upsample"}),
+    ("mobilenet_yolov3_lite_lane", ("mobilenet_yolov3_lite_deploy.prototxt",
+                                    "mobilenet_yolov3_lite_deploy_iter_50000.caffemodel"),
+     "1,3,256,256", {"DepthwiseConvolution"}),
+])
+def test_cli_compare_passes_on_the_real_fork_models(name: str, files: tuple[str, str], input_shape: str,
+                                                    fork_types: set[str], tmp_path: Path) -> None:
+    """The two real models with layers OpenCV lacks (at a smaller input than their demos' to keep the test
+    short; the golden fork tests run the demo inputs)."""
+    from click.testing import CliRunner
+
+    from caffe2torch.cli import main
+
+    prototxt, weights = (shared_path("realmodels", "forks", name, file) for file in files)
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["compare", str(prototxt), str(weights), "--reference", "opencv",
+                                       "--input-shape", input_shape, "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["first_divergence"] is None and f"all {len(data['layers'])} layers agree with opencv" in result.output
+    assert fork_types <= {entry["type"] for entry in data["layers"]}

@@ -60,7 +60,13 @@ class DeployForm:
                  layer_types: Mapping[str, str] | None = None) -> str:
         """The deploy net as prototxt text for ``input_shapes`` (by input name; default: the shapes the
         net was built for), with each layer type in ``layer_types`` written as the type it maps to (a
-        runtime's stand-in for a layer it gets wrong)."""
+        runtime's stand-in for a layer it gets wrong).
+
+        A layer so renamed also carries its parameter fields (those named ``*_param``, fields no schema
+        here knows as the prototxt wrote them) as prototxt text in ``python_param.param_str``, the field
+        through which Caffe hands a Python layer its parameters: a runtime may read the fields it does not
+        know lossily (OpenCV keeps only the last value of a repeated one and drops minus signs), but it
+        passes a string on as it is."""
         from google.protobuf import text_format
 
         from caffe2torch.caffe_proto import caffe_pb2
@@ -76,8 +82,12 @@ class DeployForm:
         net.layer.extend(self._net.layer)
         kept_texts = []
         for layer in net.layer[1:]:
-            layer.type = (layer_types or {}).get(layer.type, layer.type)
             kept_texts.append([field.text for field in layer.caffe2torch_kept_field])
+            if layer.type in (layer_types or {}):
+                layer.type = layer_types[layer.type]
+                parameters = _parameter_text(layer, kept_texts[-1])
+                if parameters:
+                    layer.python_param.param_str = parameters
             layer.ClearField("caffe2torch_kept_field")
         if not any(kept_texts):
             return text_format.MessageToString(net)
@@ -96,6 +106,21 @@ class DeployForm:
 
         known = {layer.name for layer in self._net.layer}
         write_caffemodel(self._net, {name: blobs for name, blobs in weights.items() if name in known}, path)
+
+
+def _parameter_text(layer: Any, kept_texts: Sequence[str]) -> str:
+    """A layer's parameter fields as one line of prototxt text: the ``*_param`` fields its message holds
+    (not ``python_param``), then the kept fields' texts."""
+    from google.protobuf import text_format
+
+    from caffe2torch.caffe_proto import caffe_pb2
+
+    parameters = caffe_pb2.LayerParameter()
+    for descriptor, value in layer.ListFields():
+        if descriptor.name.endswith("_param") and descriptor.name != "python_param":
+            getattr(parameters, descriptor.name).CopyFrom(value)
+    texts = [text_format.MessageToString(parameters, as_one_line=True), *(text.strip() for text in kept_texts)]
+    return " ".join(text for text in texts if text)
 
 
 def deploy_form(net: Any, input_shape: Shape | dict[str, Shape] | None = None) -> DeployForm:

@@ -9,9 +9,27 @@ computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
   that compute ``a * bottom[2] + bottom[1]`` instead of the release's ``a * bottom[1] + bottom[2]``
   (``axpy_layer.cpp``), and it does so before looking at layers registered with ``cv2.dnn_registerLayer``,
   so registering a correct ``Axpy`` changes nothing.  We hand OpenCV the Axpy layers under the type name
-  :data:`AXPY_TYPE`, backed by a Python layer computing ``a * x + y`` in float32 (registered only while
-  our call runs).  It is exact: one float32 multiply and one add per element, as Caffe and torch do, and
-  it works for any batch size.
+  :data:`AXPY_TYPE`, backed by a Python layer computing ``a * x + y`` in float32.  It is exact: one
+  float32 multiply and one add per element, as Caffe and torch do, and it works for any batch size.
+* **Fork layers.**  OpenCV 4.x lacks some layers of the Caffe forks and computes others otherwise than
+  the fork that defines them (each checked on a small net, OpenCV 4.14): it has no ``Upsample`` (the
+  YOLOv3 ports), ``BN`` (yjxiong/caffe, PSPNet) or ``CropCenter`` (waifu2x-caffe); it reads
+  yonghenglh6's ``ConvolutionDepthwise`` as a Convolution with the given ``num_output`` and ``group``
+  (wrong, or an error, unless both are the channel count; the fork ignores them); its ``ReLU6`` ignores
+  eric612's ``relu6_param.negative_slope``; its ``ShuffleChannel`` refuses 2-D and 3-D inputs (the
+  fork's top is 4-D whatever its bottom); its ``Interp`` ignores ``pad_beg``/``pad_end`` and
+  ``shrink_factor`` (a 0 x 0 output alone, the whole input zoomed with ``zoom_factor``), ignores the
+  fork's order of size rules and refuses a second bottom; its ``Reorg`` ignores ``reverse``.  Each of
+  these types is handed over under the name :func:`standin_type` gives it (``Caffe2TorchUpsample``),
+  backed by a Python layer of :data:`STAND_INS`: numpy code written from the fork's C++ forward pass, not
+  our torch modules, so that the reference stays independent.  A renamed layer's parameters reach its
+  stand-in as prototxt text in ``python_param.param_str`` (see
+  :meth:`caffe2torch.converter.deploy.DeployForm.prototxt`), because OpenCV's own reading of fields its
+  schema lacks keeps only the last value of a repeated field (CropCenter's ``crop_size``) and drops minus
+  signs (Interp's pads).  eric612's ``DepthwiseConvolution``, which on the CPU is Caffe's Convolution
+  with its parameters as given, is handed over as OpenCV's own ``Convolution``.  The stand-ins are
+  registered only while our call runs (OpenCV's layer registry is process-wide: see
+  :func:`standins_registered`).
 * **Fusion.**  With fusion on, OpenCV folds BatchNorm, Scale and activations into the preceding
   convolution.  Asking for the output of a folded layer then returns garbage (the BatchNorm output of a
   fused conv + BatchNorm comes back as NaN), and the net computes with folded weights, not layer by layer
@@ -36,7 +54,9 @@ computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,8 +70,6 @@ from caffe2torch.errors import ConversionError, InputError
 if TYPE_CHECKING:  # the converter imports torch, which the command line's option parsing must not pay for
     from caffe2torch.converter.deploy import DeployForm
 
-# The type name OpenCV sees for the release's Axpy layers; see the module docstring for why.
-AXPY_TYPE = "Caffe2TorchAxpy"
 REFERENCES = ("opencv", "pycaffe")  # the runtimes this module can run a net in
 
 
@@ -66,12 +84,91 @@ def _cv2() -> Any:
     return cv2
 
 
-class OpenCVAxpy:
-    """OpenCV Python layer computing the release's Axpy: ``a * x + y`` with bottoms (a, x, y), ``a`` of
-    shape N x C (x 1 x 1) scaling each channel of ``x``."""
+# --- Stand-ins: OpenCV Python layers for the layer types OpenCV lacks or computes otherwise (see the module
+# docstring).  OpenCV calls each with (params, blobs), then getMemoryShapes(input shapes) and forward(input
+# arrays); the inputs are float32 arrays and each output is computed in float32, in the fork's order of steps.
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}\[\]<>:,;]|[^\s{}\[\]<>:,;"\']+')
+
+
+def parse_parameters(text: str) -> dict[str, list[Any]]:
+    """Prototxt text (a stand-in's ``param_str``) as a dict of each field's values in order: numbers,
+    strings, ``True``/``False``, enum names as strings, and messages as dicts of the same kind."""
+    tokens = _TOKEN.findall(text)
+    position = 0
+
+    def take() -> str:
+        nonlocal position
+        if position >= len(tokens):
+            raise ValueError(f"stand-in parameters end early: {text!r}")
+        position += 1
+        return tokens[position - 1]
+
+    def scalar(token: str) -> Any:
+        if token[:1] in ("'", '"'):
+            return ast.literal_eval(token)
+        if token in ("true", "false"):
+            return token == "true"
+        for kind in (int, float):
+            try:
+                return kind(token)
+            except ValueError:
+                pass
+        return token  # an enum value's name
+
+    def fields(end: str | None) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        while (position < len(tokens)) if end is None else (tokens[position:position + 1] != [end]):
+            values = found.setdefault(take(), [])
+            token = take()
+            if token == ":":
+                token = take()
+            if token in ("{", "<"):
+                values.append(fields("}" if token == "{" else ">"))
+                take()
+            elif token == "[":
+                while (token := take()) != "]":
+                    if token != ",":
+                        values.append(scalar(token))
+            else:
+                values.append(scalar(token))
+            if tokens[position:position + 1] in ([","], [";"]):
+                take()
+        return found
+
+    return fields(None)
+
+
+class _StandIn:
+    """A stand-in reading its layer's parameter message ``message`` (``upsample_param``) from ``param_str``."""
+
+    message = ""
 
     def __init__(self, params: dict, blobs: list) -> None:
-        del params, blobs  # Axpy has neither parameters nor blobs
+        parameters = parse_parameters(str(params.get("param_str", "")))
+        messages = parameters.get(self.message, [])
+        self.fields: dict[str, list[Any]] = messages[-1] if messages else {}
+        self.blobs = [np.asarray(blob, np.float32) for blob in blobs]
+
+    def given(self, name: str) -> bool:
+        return bool(self.fields.get(name))
+
+    def value(self, name: str, default: Any) -> Any:
+        """The field's value (the last one given, as protobuf reads a singular field), else ``default``."""
+        values = self.fields.get(name)
+        return values[-1] if values else default
+
+    def pair(self, name: str, default: int) -> tuple[int, int]:
+        """Caffe's convolution geometry: ``name`` once for both axes or once per axis, ``name_h``/``name_w``
+        over it."""
+        values = [int(v) for v in self.fields.get(name, [])] or [default]
+        height, width = (values[0], values[0]) if len(values) == 1 else values[:2]
+        return int(self.value(f"{name}_h", height)), int(self.value(f"{name}_w", width))
+
+
+class OpenCVAxpy(_StandIn):
+    """The SENet release's Axpy: ``a * x + y`` with bottoms (a, x, y), ``a`` of shape N x C (x 1 x 1)
+    scaling each channel of ``x``."""
 
     def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802 (OpenCV's name)
         if len(inputs) != 3:
@@ -86,16 +183,311 @@ class OpenCVAxpy:
         return [a.reshape(a.shape[0], a.shape[1], *([1] * (x.ndim - 2))) * x + y]
 
 
+class OpenCVUpsample(_StandIn):
+    """The YOLOv3 ports' ``Upsample`` (upsample_layer.cpp): ``out[h][w] = in[h / scale][w / scale]``, each
+    pixel repeated scale x scale.  The same rule per axis for ``scale_h``/``scale_w``; for an explicit
+    ``upsample_h`` x ``upsample_w`` output, ``out[h][w] = in[h * H / upsample_h][w * W / upsample_w]``
+    (integer division), which is the scale rule where the output is a whole multiple of the input."""
+
+    message = "upsample_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        if self.given("upsample_h") or self.given("upsample_w"):
+            self.size: tuple[int, int] | None = (int(self.value("upsample_h", 0)), int(self.value("upsample_w", 0)))
+        else:
+            self.size = None
+            scale = int(self.value("scale", 1))
+            self.scale = (int(self.value("scale_h", scale)), int(self.value("scale_w", scale)))
+
+    def _output_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.size if self.size is not None else (height * self.scale[0], width * self.scale[1])
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        if len(inputs) != 1:
+            raise ValueError("an Upsample with a second bottom is SegNet's max-unpooling, which has no stand-in")
+        n, c, h, w = inputs[0]
+        return [[n, c, *self._output_size(h, w)]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        height, width = x.shape[2:]
+        out_h, out_w = self._output_size(height, width)
+        rows, columns = np.arange(out_h) * height // out_h, np.arange(out_w) * width // out_w
+        return [np.ascontiguousarray(x[:, :, rows][:, :, :, columns])]
+
+
+class OpenCVConvolutionDepthwise(_StandIn):
+    """yonghenglh6's ``ConvolutionDepthwise`` (conv_dw_layer.cpp): one kh x kw filter per input channel
+    (weights C x 1 x kh x kw, bias C when ``bias_term``), whatever ``num_output`` and ``group`` say, over
+    the zero-padded input with convolution_param's stride, pad and dilation; summed tap by tap in float32."""
+
+    message = "convolution_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        self.weight = self.blobs[0]
+        if self.weight.ndim != 4 or self.weight.shape[1] != 1:
+            raise ValueError(f"ConvolutionDepthwise weights must be C x 1 x kh x kw, got {list(self.weight.shape)}")
+        self.bias = self.blobs[1].reshape(-1) if len(self.blobs) > 1 else None
+        self.kernel = self.weight.shape[2:]
+        self.pad, self.stride, self.dilation = self.pair("pad", 0), self.pair("stride", 1), self.pair("dilation", 1)
+
+    def _output_size(self, size: int, axis: int) -> int:
+        extent = self.dilation[axis] * (self.kernel[axis] - 1) + 1
+        return (size + 2 * self.pad[axis] - extent) // self.stride[axis] + 1
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        n, c, h, w = inputs[0]
+        if c != self.weight.shape[0]:
+            raise ValueError(f"{self.weight.shape[0]} filters for {c} channels")
+        return [[n, c, self._output_size(h, 0), self._output_size(w, 1)]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        (ph, pw), (sh, sw), (dh, dw) = self.pad, self.stride, self.dilation
+        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        out_h, out_w = self._output_size(x.shape[2], 0), self._output_size(x.shape[3], 1)
+        out = np.zeros((x.shape[0], x.shape[1], out_h, out_w), np.float32)
+        for ky in range(self.kernel[0]):
+            for kx in range(self.kernel[1]):
+                window = padded[:, :, ky * dh: ky * dh + sh * (out_h - 1) + 1: sh,
+                                kx * dw: kx * dw + sw * (out_w - 1) + 1: sw]
+                out += self.weight[None, :, 0, ky, kx, None, None] * window
+        if self.bias is not None:
+            out += self.bias[None, :, None, None]
+        return [out]
+
+
+class OpenCVBN(_StandIn):
+    """yjxiong/caffe's and PSPNet's ``BN`` at test time (bn_layer.cpp): blobs slope, bias, mean, variance
+    (1 x C x 1 x 1 or 1 x C), used as stored; ``x - mean``, times ``(variance + eps)^-0.5``, times the
+    slope, plus the bias, each step in float32 (``bn_param.eps``, default 1e-5)."""
+
+    message = "bn_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        if len(self.blobs) != 4:
+            raise ValueError(f"BN needs 4 blobs (slope, bias, mean, variance), got {len(self.blobs)}")
+        self.slope, self.bias, self.mean, self.variance = (blob.reshape(-1) for blob in self.blobs)
+        self.eps = np.float32(self.value("eps", 1e-5))
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        return [inputs[0]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        view = (1, -1) + (1,) * (x.ndim - 2)
+        inverse_std = np.power(self.variance + self.eps, np.float32(-0.5), dtype=np.float32)
+        top = x - self.mean.reshape(view)
+        top = top * inverse_std.reshape(view)
+        top = top * self.slope.reshape(view)
+        return [top + self.bias.reshape(view)]
+
+
+class OpenCVCropCenter(_StandIn):
+    """waifu2x-caffe's ``CropCenter`` (crop_center_layer.cpp): ``crop_size[i]`` elements cut from both ends
+    of axis ``i``, one ``crop_size`` per input axis."""
+
+    message = "crop_center_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        self.crop = [int(size) for size in self.fields.get("crop_size", [])]
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        shape = list(inputs[0])
+        if len(self.crop) != len(shape):
+            raise ValueError(f"CropCenter needs one crop_size per input axis: {self.crop} for shape {shape}")
+        return [[size - 2 * crop for size, crop in zip(shape, self.crop)]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        return [np.ascontiguousarray(x[tuple(slice(crop, size - crop) for size, crop in zip(x.shape, self.crop))])]
+
+
+class OpenCVReLU6(_StandIn):
+    """The MobileNet forks' ``ReLU6``: ``min(max(x, 0), 6)``; eric612's adds ``relu6_param.negative_slope``
+    times ``min(x, 0)`` inside the ``min``."""
+
+    message = "relu6_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        self.slope = np.float32(self.value("negative_slope", 0.0))
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        return [inputs[0]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        positive = np.maximum(x, np.float32(0))
+        if self.slope != 0:
+            positive = positive + self.slope * np.minimum(x, np.float32(0))
+        return [np.minimum(positive, np.float32(6))]
+
+
+class OpenCVShuffleChannel(_StandIn):
+    """ShuffleNet's ``ShuffleChannel`` (shuffle_channel_layer.cpp): per sample, the channel planes read as a
+    ``group`` x ``C / group`` grid, the plane at (i, j) going to (j, i); the top is 4-D (num, channels,
+    height, width) whatever the bottom's axes."""
+
+    message = "shuffle_channel_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        self.group = int(self.value("group", 1))
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        shape = list(inputs[0])
+        if self.group < 1 or shape[1] % self.group:
+            raise ValueError(f"group {self.group} does not divide the {shape[1]} channels")
+        return [shape + [1] * (4 - len(shape))]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        columns = x.shape[1] // self.group
+        source = [i * columns + j for j in range(columns) for i in range(self.group)]  # of output j * group + i
+        return [np.ascontiguousarray(x[:, source]).reshape(*x.shape, *([1] * (4 - x.ndim)))]
+
+
+class OpenCVInterp(_StandIn):
+    """DeepLab v2's ``Interp`` (interp_layer.cpp, caffe_cpu_interp2): the input cropped by ``-pad_beg`` and
+    ``-pad_end`` (never positive), resized bilinearly with aligned corners to a size chosen in the fork's
+    order: ``shrink_factor`` alone, ``zoom_factor`` alone, ``height`` and ``width``, both factors (shrink
+    first), else the second bottom's height and width.  Every step in float32, as the C++ computes it."""
+
+    message = "interp_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        self.pad_beg, self.pad_end = int(self.value("pad_beg", 0)), int(self.value("pad_end", 0))
+        if self.pad_beg > 0 or self.pad_end > 0:
+            raise ValueError(f"Interp pads must not be positive, got {self.pad_beg} and {self.pad_end}")
+
+    def _output_size(self, inputs: list[list[int]]) -> tuple[int, int]:
+        height, width = (size + self.pad_beg + self.pad_end for size in inputs[0][2:])
+        shrink, zoom = int(self.value("shrink_factor", 1)), int(self.value("zoom_factor", 1))
+
+        def shrunk(size: int) -> int:
+            return (size - 1) // shrink + 1
+
+        def zoomed(size: int) -> int:
+            return size + (size - 1) * (zoom - 1)
+
+        has_shrink, has_zoom = self.given("shrink_factor"), self.given("zoom_factor")
+        if has_shrink and not has_zoom:
+            return shrunk(height), shrunk(width)
+        if has_zoom and not has_shrink:
+            return zoomed(height), zoomed(width)
+        if self.given("height") and self.given("width"):
+            return int(self.value("height", 0)), int(self.value("width", 0))
+        if has_shrink and has_zoom:
+            return zoomed(shrunk(height)), zoomed(shrunk(width))
+        if len(inputs) == 2:
+            return inputs[1][2], inputs[1][3]
+        raise ValueError("Interp's output size is unspecified")
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        return [[*inputs[0][:2], *self._output_size([list(shape) for shape in inputs])]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        out_h, out_w = self._output_size([list(array.shape) for array in inputs])
+        first = -self.pad_beg
+        in_h, in_w = x.shape[2] + self.pad_beg + self.pad_end, x.shape[3] + self.pad_beg + self.pad_end
+        x = x[:, :, first:first + in_h, first:first + in_w]
+        if (in_h, in_w) == (out_h, out_w):
+            return [np.ascontiguousarray(x)]  # the fork's plain copy
+        f32 = np.float32
+
+        def taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            ratio = f32(f32(size_in - 1) / f32(size_out - 1)) if size_out > 1 else f32(0)
+            source = ratio * np.arange(size_out, dtype=np.float32)
+            low = source.astype(np.int64)  # non-negative: truncation is the C++ cast
+            step = (low < size_in - 1).astype(np.int64)
+            far = (source - low.astype(np.float32)).astype(np.float32)
+            return low, low + step, (f32(1) - far).astype(np.float32), far
+
+        h0, h1, h0_weight, h1_weight = taps(in_h, out_h)
+        w0, w1, w0_weight, w1_weight = taps(in_w, out_w)
+        rows0, rows1 = x[:, :, h0], x[:, :, h1]
+        h0_weight, h1_weight = h0_weight[:, None], h1_weight[:, None]
+        top = (h0_weight * (w0_weight * rows0[..., w0] + w1_weight * rows0[..., w1])
+               + h1_weight * (w0_weight * rows1[..., w0] + w1_weight * rows1[..., w1]))
+        return [top.astype(np.float32)]
+
+
+class OpenCVReorg(_StandIn):
+    """The YOLOv2 ports' ``Reorg``: darknet's ``reorg_cpu`` on the bottom's own dimensions (W, H, C,
+    stride), gathering (``forward`` = 0) for the usual layer and scattering (``forward`` = 1) with
+    ``reverse``; the output is C * s^2 x H / s x W / s, or C / s^2 x H * s x W * s reversed."""
+
+    message = "reorg_param"
+
+    def __init__(self, params: dict, blobs: list) -> None:
+        super().__init__(params, blobs)
+        self.stride, self.reverse = int(self.value("stride", 0)), bool(self.value("reverse", False))
+        if self.stride < 1:
+            raise ValueError("Reorg needs a positive stride")
+
+    def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
+        n, c, h, w = inputs[0]
+        s = self.stride
+        return [[n, c // (s * s), h * s, w * s] if self.reverse else [n, c * s * s, h // s, w // s]]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        n, c, h, w = x.shape
+        s = self.stride
+        out_c = c // (s * s)
+        b, k, j, i = np.indices(x.shape)
+        c2, offset = k % out_c, k // out_c
+        w2, h2 = i * s + offset % s, j * s + offset // s
+        in_index = (i + w * (j + h * (k + c * b))).reshape(-1)
+        out_index = (w2 + w * s * (h2 + h * s * (c2 + out_c * b))).reshape(-1)
+        flat, top = x.reshape(-1), np.empty(x.size, np.float32)
+        if self.reverse:
+            top[out_index] = flat[in_index]
+        else:
+            top[in_index] = flat[out_index]
+        return [top.reshape(self.getMemoryShapes([list(x.shape)])[0])]
+
+
+# The Python layer standing in for each layer type OpenCV lacks or computes otherwise (the module docstring).
+STAND_INS: dict[str, type] = {
+    "Axpy": OpenCVAxpy, "Upsample": OpenCVUpsample, "ConvolutionDepthwise": OpenCVConvolutionDepthwise,
+    "BN": OpenCVBN, "CropCenter": OpenCVCropCenter, "ReLU6": OpenCVReLU6, "ShuffleChannel": OpenCVShuffleChannel,
+    "Interp": OpenCVInterp, "Reorg": OpenCVReorg,
+}
+
+
+def standin_type(layer_type: str) -> str:
+    """The type name OpenCV sees for the layers of ``layer_type`` that a stand-in computes."""
+    return f"Caffe2Torch{layer_type}"
+
+
+AXPY_TYPE = standin_type("Axpy")  # the type name OpenCV sees for the release's Axpy layers
+# The types the deploy prototxt names otherwise for OpenCV: each stand-in's, and eric612's DepthwiseConvolution,
+# Caffe's Convolution with the given parameters, as OpenCV's own Convolution.
+OPENCV_LAYER_TYPES = {**{layer_type: standin_type(layer_type) for layer_type in STAND_INS},
+                      "DepthwiseConvolution": "Convolution"}
+
+
 @contextmanager
-def _axpy_registered() -> Iterator[None]:
-    """OpenCV's layer registry is process-wide: our Axpy is there only while a reference net runs."""
+def standins_registered() -> Iterator[None]:
+    """OpenCV's layer registry is process-wide: the stand-ins are in it only while a reference net runs."""
     cv2 = _cv2()
-    cv2.dnn_registerLayer(AXPY_TYPE, OpenCVAxpy)
+    registered = []
     try:
+        for layer_type, layer in STAND_INS.items():
+            cv2.dnn_registerLayer(standin_type(layer_type), layer)
+            registered.append(standin_type(layer_type))
         yield
     finally:
-        cv2.dnn_unregisterLayer(AXPY_TYPE)
-
+        for name in registered:
+            cv2.dnn_unregisterLayer(name)
 
 def _input_arrays(names: Sequence[str], inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
     if not isinstance(inputs, Mapping):
@@ -146,11 +538,11 @@ def opencv_forward(net: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] |
                              "only a layer's first output reliably")
     # A first top is named after its layer, which is the name OpenCV gives the layer's output.
     layer_outputs = sorted({where.blob for where in wanted.values() if where.layer is not None})
-    text = deploy.prototxt({name: array.shape for name, array in arrays.items()}, layer_types={"Axpy": AXPY_TYPE})
+    text = deploy.prototxt({name: array.shape for name, array in arrays.items()}, layer_types=OPENCV_LAYER_TYPES)
     with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
         prototxt_path = Path(directory) / "deploy.prototxt"
         prototxt_path.write_text(text, encoding="utf-8")
-        with _binary_caffemodel(deploy, caffemodel) as model_path, _axpy_registered():
+        with _binary_caffemodel(deploy, caffemodel) as model_path, standins_registered():
             try:
                 cv_net = cv2.dnn.readNetFromCaffe(str(prototxt_path), model_path)
                 cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
