@@ -432,8 +432,9 @@ def detection_output_ref(loc: Array, conf: Array, prior: Array, num_classes: int
                          background_label_id: int = 0, code_type: str = "CORNER",
                          variance_encoded_in_target: bool = False, keep_top_k: int = -1,
                          confidence_threshold: float = -3.4028234663852886e38, nms_threshold: float = 0.3,
-                         top_k: int = -1, eta: float = 1.0) -> Array:
-    """DetectionOutputLayer::Forward_cpu."""
+                         top_k: int = -1, eta: float = 1.0, clip: bool = False) -> Array:
+    """DetectionOutputLayer::Forward_cpu; with ``clip``, OpenCV's: DecodeBBox clips each corner of the decoded box
+    to [0, 1] (std::max(std::min(v, 1.f), 0.f)), and its size is the clipped box's."""
     num, num_priors = loc.shape[0], prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
     loc = loc.reshape(num, num_priors, loc_classes, 4)
@@ -444,6 +445,8 @@ def detection_output_ref(loc: Array, conf: Array, prior: Array, num_classes: int
     for image in range(num):
         boxes = [[decode_ref(priors[p], None if variances is None else variances[p], loc[image, p, c], code_type)
                   for p in range(num_priors)] for c in range(loc_classes)]
+        if clip:
+            boxes = [[[max(min(v, f32(1)), f32(0)) for v in box] for box in row] for row in boxes]
         indices: dict[int, list[int]] = {}
         num_det = 0
         for c in range(num_classes):
@@ -617,6 +620,71 @@ def test_detection_output_refuses_what_caffe_refuses(params: dict[str, Any], sha
         run_net(detection_layer(**params), inputs)
 
 
+@pytest.mark.parametrize("code_type", ["CORNER", "CENTER_SIZE", "CORNER_SIZE"])
+@pytest.mark.parametrize("num", [1, 2])
+def test_detection_output_clip_clips_the_decoded_boxes_before_nms(code_type: str, num: int) -> None:
+    """OpenCV's clip (DetectionOutputParameter field 1000): the boxes are clipped to [0, 1] as they are decoded,
+    so NMS compares the clipped boxes; the rows differ from the unclipped ones in more than their boxes."""
+    num_classes = 4
+    inputs = ssd_inputs(num, num_classes, loc_scale=1.5, seed=19 + num)
+    params = dict(code_type=code_type, nms_threshold=0.45, keep_top_k=30)
+    _, y = run_net(detection_layer(num_classes=num_classes, clip=True, **params), inputs)
+    expected = detection_output_ref(inputs["loc"], inputs["conf"], inputs["prior"], num_classes, clip=True, **params)
+    check_detections(y, expected)
+    rows = y.numpy()[0, 0]
+    assert rows[:, 3:].min() >= 0 and rows[:, 3:].max() <= 1
+    unclipped = detection_output_ref(inputs["loc"], inputs["conf"], inputs["prior"], num_classes, **params)[0, 0]
+    assert unclipped[:, 3:].min() < 0 or unclipped[:, 3:].max() > 1
+    _, default = run_net(detection_layer(num_classes=num_classes, clip=False, **params), inputs)
+    check_detections(default, unclipped[None, None])
+
+
+def test_detection_output_clip_changes_which_boxes_nms_keeps() -> None:
+    """Two boxes reaching past the image, [0.5, 0.5, 1.5, 1.5] and the same moved right by 0.3: unclipped they
+    overlap by 0.7 / 1.3 = 0.54 and the weaker goes (nms 0.45); clipped to the image, [0.5, 0.5, 1, 1] and
+    [0.8, 0.5, 1, 1], by 0.1 / 0.25 = 0.4, and both stay."""
+    prior = np.array([[[0.5, 0.5, 1.5, 1.5, 0.5, 0.5, 1.5, 1.5], [0.1, 0.1, 0.2, 0.2] * 2]], f32)
+    loc = np.array([[0, 0, 0, 0, 3, 0, 1.5, 0]], f32)  # CORNER, variances 0.1 and 0.2: x moved by 0.3
+    conf = np.array([[0.1, 0.9, 0.2, 0.8]], f32)
+    inputs = {"loc": loc, "conf": conf, "prior": prior}
+    params = dict(code_type="CORNER", nms_threshold=0.45)
+    for clip, count in ((False, 1), (True, 2)):
+        expected = detection_output_ref(loc, conf, prior, 2, clip=clip, **params)
+        assert expected.shape[2] == count
+        _, y = run_net(detection_layer(num_classes=2, clip=clip, **params), inputs)
+        check_detections(y, expected)
+
+
+def test_detection_output_clip_of_the_published_repro() -> None:
+    """/tmp/published/repros/det_clip.prototxt: a prior [0.9, 0.9, 1.1, 1.1] and no offset decode to 0.9 0.9 1.0 1.0
+    with clip (OpenCV's result), to 1.1 at the far corner without."""
+    body = detection_layer(num_classes=2, share_location=True, background_label_id=0, nms_threshold=0.45, top_k=10,
+                           code_type="CENTER_SIZE", keep_top_k=10, confidence_threshold=0.1, clip=True)
+    inputs = {"loc": np.zeros((1, 4), f32), "conf": np.array([[0.2, 0.8]], f32),
+              "prior": np.array([[[0.9, 0.9, 1.1, 1.1], [0.1, 0.1, 0.2, 0.2]]], f32)}
+    _, y = run_net(body, inputs)
+    np.testing.assert_allclose(y.numpy().reshape(-1), [0, 1, 0.8, 0.9, 0.9, 1.0, 1.0], rtol=0, atol=1e-6)
+    _, unclipped = run_net(body.replace("clip: true", ""), inputs)
+    np.testing.assert_allclose(unclipped.numpy().reshape(-1)[5:], [1.1, 1.1], rtol=0, atol=1e-6)
+
+
+def test_one_bottom_detection_output_is_named_a_yolo_region_layer() -> None:
+    """caffe-yolov2's DetectionOutput (one bottom, coords/biases) is another layer under SSD's type name."""
+    body = layer("det", "DetectionOutput", ["region"], ["det"],
+                 "detection_output_param { num_classes: 9 confidence_threshold: 0.01 }")
+    with pytest.raises(ConversionError) as error:
+        run_net(body, {"region": rand(1, 70, 13, 13)})
+    message = str(error.value)
+    assert "layer 'det' (DetectionOutput): has one bottom: this looks like a YOLO region DetectionOutput" in message
+    assert "not SSD's DetectionOutput (bottoms loc, conf, prior)" in message
+    assert "@caffe2torch.converter.register('DetectionOutput', bottoms=(1, 4), tops=1, replace=True)" in message
+    inputs = ssd_inputs(1, 4, seed=20)
+    two = layer("det", "DetectionOutput", ["loc", "conf"], ["det"], "detection_output_param { num_classes: 4 }")
+    with pytest.raises(ConversionError,
+                       match=r"'det' \(DetectionOutput\): needs 3 to 4 bottom\(s\) \(loc, conf, prior\), got 2"):
+        run_net(two, {"loc": inputs["loc"], "conf": inputs["conf"]})
+
+
 def opencv_rows(detections: Array) -> Array:
     """OpenCV's rows without its zero padding, in Caffe's order (image, label, score descending)."""
     rows = detections.reshape(-1, 7)
@@ -632,6 +700,8 @@ def opencv_rows(detections: Array) -> Array:
                  id="no-background"),
     pytest.param(dict(code_type="CENTER_SIZE", top_k=3), 1.0, id="top-k"),
     pytest.param(dict(code_type="CENTER_SIZE", keep_top_k=7), 1.0, id="keep-top-k"),
+    pytest.param(dict(code_type="CENTER_SIZE", clip=True), 1.5, id="clip"),
+    pytest.param(dict(code_type="CORNER", clip=True), 1.0, id="corner-clip"),
 ])
 def test_detection_output_matches_opencv(tmp_path: Path, params: dict[str, Any], loc_scale: float) -> None:
     """OpenCV needs share_location, background_label_id, code_type and keep_top_k spelled out; its schema

@@ -159,7 +159,7 @@ def decode_boxes(loc: torch.Tensor, priors: torch.Tensor, variances: torch.Tenso
                  ) -> torch.Tensor:
     """SSD's DecodeBBox for every prediction: ``loc`` (..., P, L, 4) against ``priors`` (P, 4) and
     ``variances`` (P, 4; None when the variance is encoded in the target), in float32 as Caffe computes.
-    No clipping: DetectionOutput decodes with clip_bbox false."""
+    No clipping: Caffe-SSD's DetectionOutput decodes with clip_bbox false (OpenCV's clip is DetectionOutput's)."""
     prior = priors.unsqueeze(1)  # P x 1 x 4, against the L location classes
     var = variances.unsqueeze(1) if variances is not None else None
     px0, py0, px1, py1 = prior.unbind(-1)
@@ -251,14 +251,15 @@ class DetectionOutput(nn.Module):
     the variance is encoded in the target); a further input is ignored.  Output: 1 x 1 x D x 7 rows
     ``[image_id, label, score, xmin, ymin, xmax, ymax]``, as Caffe orders them: by image, then label
     ascending, then score descending.  When no image has a detection, Caffe's placeholder: one row per
-    image, ``[image_id, -1, -1, -1, -1, -1, -1]``.
+    image, ``[image_id, -1, -1, -1, -1, -1, -1]``.  With ``clip`` (OpenCV's field; Caffe-SSD decodes unclipped) each
+    decoded box is clipped to [0, 1] before NMS, and its area is that of the clipped box.
 
     D depends on the data; :meth:`output_shapes` declares an upper bound.
     """
 
     def __init__(self, num_classes: int, share_location: bool, background_label_id: int, code_type: str,
                  variance_encoded_in_target: bool, keep_top_k: int, confidence_threshold: float,
-                 nms_threshold: float, top_k: int, eta: float) -> None:
+                 nms_threshold: float, top_k: int, eta: float, clip: bool = False) -> None:
         super().__init__()
         if code_type not in BOX_CODES:
             raise ValueError(f"code_type must be one of {BOX_CODES}, got {code_type!r}")
@@ -266,7 +267,7 @@ class DetectionOutput(nn.Module):
         self.background_label_id, self.code_type = background_label_id, code_type
         self.variance_encoded_in_target, self.keep_top_k = variance_encoded_in_target, keep_top_k
         self.confidence_threshold, self.nms_threshold = confidence_threshold, nms_threshold
-        self.top_k, self.eta = top_k, eta
+        self.top_k, self.eta, self.clip = top_k, eta, clip
 
     @property
     def num_loc_classes(self) -> int:
@@ -297,6 +298,8 @@ class DetectionOutput(nn.Module):
         variances = None if self.variance_encoded_in_target else prior[0, 1].reshape(num_priors, 4)
         boxes = decode_boxes(loc.reshape(batch, num_priors, self.num_loc_classes, 4), priors, variances,
                              self.code_type)
+        if self.clip:  # OpenCV's DecodeBBox with clip_bbox: each corner into [0, 1], the size from the clipped box
+            boxes = boxes.clamp(0.0, 1.0)
         areas = box_areas(boxes)
         scores = conf.reshape(batch, num_priors, self.num_classes)
         rows = []

@@ -108,10 +108,22 @@ def normalize(ctx: LayerContext) -> nn.Module:
     return module
 
 
-@register("DetectionOutput", bottoms=(3, 4), tops=1)
+@register("DetectionOutput", bottoms=(1, 4), tops=1)
 def detection_output(ctx: LayerContext) -> nn.Module:
-    """A fourth bottom (some forks feed the image or the data layer's size) is accepted and ignored;
-    saving results to files (save_output_param) and visualisation are not converted."""
+    """SSD's DetectionOutput (bottoms loc, conf, prior).  A fourth bottom (some forks feed the image or the data
+    layer's size) is accepted and ignored; OpenCV's ``clip`` clips the decoded boxes to [0, 1] before NMS;
+    saving results to files (save_output_param) and visualisation are not converted.  A one-bottom layer of the
+    type is the YOLOv2 ports' region output decoder, another layer: refused with a message saying so."""
+    if len(ctx.input_shapes) == 1:
+        raise ctx.error(
+            "has one bottom: this looks like a YOLO region DetectionOutput (caffe-yolov2 and its ports: the region "
+            "layer's output decoded with the coords/biases of detection_output_param), which is not SSD's "
+            "DetectionOutput (bottoms loc, conf, prior) that caffe2torch converts. Register a converter for it "
+            "in a file given with --plugin: @caffe2torch.converter.register('DetectionOutput', bottoms=(1, 4), "
+            "tops=1, replace=True), handing layers with 3 or more bottoms to "
+            "caffe2torch.converter.layers.detection.detection_output (see the README, 'Custom layers')")
+    if len(ctx.input_shapes) < 3:
+        raise ctx.error(f"needs 3 to 4 bottom(s) (loc, conf, prior), got {len(ctx.input_shapes)}")
     p = ctx.param("detection_output_param")
     if not p.HasField("num_classes"):
         raise ctx.error("needs num_classes")
@@ -153,4 +165,4 @@ def detection_output(ctx: LayerContext) -> nn.Module:
                 confidence_threshold=float(p.confidence_threshold) if p.HasField("confidence_threshold")
                 else -FLT_MAX,
                 nms_threshold=float(nms.nms_threshold), top_k=int(nms.top_k) if nms.HasField("top_k") else -1,
-                eta=float(nms.eta))
+                eta=float(nms.eta), clip=bool(getattr(p, "clip", False)))
