@@ -3,10 +3,10 @@ Python layers) against numpy transcriptions of each fork's C++ forward pass.
 
 Each reference below is written from the fork's CPU code, loop by loop and index by index, in our own words:
 YOLOv3 ports' upsample_layer.cpp, DeepLab v2's interp_layer.cpp with caffe_cpu_interp2 (float32 steps), the
-YOLOv2 ports' reorg_layer (darknet's reorg_cpu), ShuffleNet's shuffle_channel_layer.cpp, yjxiong/PSPNet's
-bn_layer.cpp at test time, waifu2x-caffe's crop_center_layer.cpp, yonghenglh6's conv_dw_layer.cpp.  OpenCV's
-dnn implements some of them natively; where it does, it is compared too, and where it departs from the fork
-(the fork is the truth) the test says so.
+YOLOv2 ports' reorg_layer (darknet's reorg_cpu), ShuffleNet's shuffle_channel_layer.cpp, yjxiong/caffe's and
+hszhao/PSPNet's bn_layer.cpp at test time, waifu2x-caffe's crop_center_layer.cpp, yonghenglh6's
+conv_dw_layer.cpp.  OpenCV's dnn implements some of them natively; where it does, it is compared too, and where
+it departs from the fork (the fork is the truth) the test says so.
 """
 
 from __future__ import annotations
@@ -143,6 +143,32 @@ def bn_ref(x: Array, slope: Array, bias: Array, mean: Array, var: Array, eps: fl
     top = top * inverse_std.reshape(view)
     top = top * slope.reshape(view)
     return top + bias.reshape(view)
+
+
+def pspnet_bn_ref(x: Array, scale: Array, shift: Array, mean: Array, var: Array, var_eps: float,
+                  moving_average: bool, axis: int = 1) -> Array:
+    """hszhao/PSPNet's BNLayer::Forward_cpu at TEST, on the input seen as its legacy 4-D shape: the batch mean as
+    the fork takes it (per (outer, channel) the mean over the axes after ``axis``, then over the axes before it),
+    replaced by the stored one when moving_average; the same for the variance of x - mean; var_eps added, the
+    square root, a division; then times scale plus shift.  Each step in float32."""
+    shape = x.shape
+    x4 = x.reshape(shape + (1,) * (4 - x.ndim))
+    view = [1, 1, 1, 1]
+    view[axis] = -1
+    inner = tuple(range(axis + 1, 4))  # the fork's spatial_statistic_: over the axes after the channel axis
+    outer = tuple(range(axis))  # then batch_statistic_: over the axes before it
+
+    def two_stage_mean(values: Array) -> Array:
+        spatial = values.mean(axis=inner, keepdims=True, dtype=np.float32) if inner else values
+        return spatial.mean(axis=outer, keepdims=True, dtype=np.float32).astype(np.float32)
+
+    batch_mean = mean.reshape(view) if moving_average else two_stage_mean(x4)
+    top = (x4 - batch_mean).astype(np.float32)
+    batch_var = var.reshape(view) if moving_average else two_stage_mean(top * top)
+    std = np.power((batch_var + f32(var_eps)).astype(np.float32), f32(0.5)).astype(np.float32)
+    top = (top / std).astype(np.float32)
+    top = (top * scale.reshape(view)).astype(np.float32)
+    return (top + shift.reshape(view)).astype(np.float32).reshape(shape)
 
 
 def crop_center_ref(x: Array, crop: tuple[int, ...]) -> Array:
@@ -531,6 +557,147 @@ def test_bn_blob_shape_is_checked() -> None:
         run(layer("bn", "BN", ["data"], ["bn"]), {"data": rand(1, 3, 2, 2)}, {"bn": blobs})
 
 
+# --- BN of hszhao/PSPNet ---------------------------------------------------------------------------------------
+
+
+def pspnet_blobs(channels: int, seed: int, axis: int = 1) -> list[Array]:
+    """scale, shift, mean, variance as PSPNet stores them: 4-D, the channels at ``axis``."""
+    rng = np.random.default_rng(seed)
+    values = [rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.3, channels), rng.normal(0, 1, channels),
+              rng.uniform(0.1, 3, channels)]
+    shape = tuple(channels if dim == axis else 1 for dim in range(4))
+    return [v.astype(np.float32).reshape(shape) for v in values]
+
+
+@pytest.mark.parametrize("moving_average", [True, False])
+@pytest.mark.parametrize("var_eps", [None, 1e-3])
+@pytest.mark.parametrize("shape, axis", [((2, 3, 4, 5), 1), ((3, 4, 5), 1), ((4, 3), 1), ((2, 3, 4, 5), 2),
+                                         ((2, 3, 4), 2)])
+def test_bn_pspnet(moving_average: bool, var_eps: float | None, shape: tuple[int, ...], axis: int) -> None:
+    """PSPNet's fields (moving_average, var_eps, axis) make the layer PSPNet's: var_eps (default 1e-10) on the
+    variance, the stored statistics with moving_average and the batch's own without, per index of ``axis``."""
+    x = rand(*shape, seed=150) * 2 + 0.5
+    channels = (shape + (1,) * (4 - len(shape)))[axis]
+    blobs = pspnet_blobs(channels, seed=151, axis=axis)
+    fields = [f"moving_average: {str(moving_average).lower()}", f"axis: {axis}"]
+    if var_eps is not None:
+        fields.append(f"var_eps: {var_eps}")
+    _, y = run(layer("bn", "BN", ["data"], ["bn"], "bn_param { " + " ".join(fields) + " }"), {"data": x},
+               {"bn": blobs})
+    expected = pspnet_bn_ref(x, *(b.reshape(-1) for b in blobs), 1e-10 if var_eps is None else var_eps,
+                             moving_average, axis)
+    check(y, expected, rtol=1e-5, atol=1e-5)
+    if not moving_average:  # the stored statistics play no part
+        blobs[2], blobs[3] = blobs[2] + 100, blobs[3] * 7
+        _, again = run(layer("bn", "BN", ["data"], ["bn"], "bn_param { " + " ".join(fields) + " }"), {"data": x},
+                       {"bn": blobs})
+        torch.testing.assert_close(again, y, rtol=0, atol=0)
+
+
+def test_bn_pspnet_adds_var_eps_not_eps() -> None:
+    """The published PSPNet nets give moving_average: true and no var_eps: its default 1e-10 is added to a stored
+    variance of 1e-6, where yjxiong's eps 1e-5 would give 0.3015 instead of 0.99995 (OpenCV-published repro)."""
+    x = np.array([0.001, -0.001], np.float32).reshape(1, 1, 1, 2)
+    blobs = [np.array(v, np.float32).reshape(1, 1, 1, 1) for v in (1.0, 0.0, 0.0, 1e-6)]
+    _, y = run(layer("bn", "BN", ["data"], ["bn"], "bn_param { moving_average: true }"), {"data": x}, {"bn": blobs})
+    expected = x / np.sqrt(f32(1e-6) + f32(1e-10))
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(y.numpy().reshape(-1), [0.99995, -0.99995], rtol=1e-6)
+    _, yjxiong = run(layer("bn", "BN", ["data"], ["bn"], "bn_param { eps: 1e-5 }"), {"data": x}, {"bn": blobs})
+    np.testing.assert_allclose(yjxiong.numpy().reshape(-1), [0.30151, -0.30151], rtol=1e-4)
+
+
+def test_bn_pspnet_batch_statistics_need_no_stored_ones() -> None:
+    """moving_average false (PSPNet's default) at test time: the batch's own mean and variance; the fork then reads
+    only scale and shift, so weights holding just those two convert."""
+    x = np.array([1.0, 3.0], np.float32).reshape(1, 1, 1, 2)
+    blobs = [np.ones((1, 1, 1, 1), np.float32), np.zeros((1, 1, 1, 1), np.float32)]
+    _, y = run(layer("bn", "BN", ["data"], ["bn"], "bn_param { moving_average: false }"), {"data": x}, {"bn": blobs})
+    np.testing.assert_allclose(y.numpy().reshape(-1), [-1.0, 1.0], rtol=1e-6)
+    with pytest.raises(ConversionError, match="moving_average is set but the weights hold only scale and shift"):
+        run(layer("bn", "BN", ["data"], ["bn"], "bn_param { moving_average: true }"), {"data": x}, {"bn": blobs})
+
+
+@pytest.mark.parametrize("params, pspnet", [
+    ("", False),
+    ("bn_param { eps: 0.001 momentum: 0.95 frozen: true }", False),  # names both forks have: yjxiong's reading
+    ("bn_param { slope_filler { type: 'constant' value: 1 } }", False),
+    ("bn_param { scale_filler { type: 'constant' value: 1 } shift_filler { type: 'constant' } }", True),
+    ("bn_param { decay: 0.05 }", True),
+    ("bn_param { var_eps: 1e-10 }", True),
+    ("bn_param { axis: 1 eps: 0.001 }", True),  # PSPNet's BNLayer never reads eps
+])
+def test_bn_fork_is_told_by_the_fields_given(params: str, pspnet: bool) -> None:
+    x = rand(2, 3, 2, 2, seed=152)
+    blobs = bn_blobs(3, seed=153)
+    blobs[3] = np.abs(blobs[3]) + 0.5
+    _, y = run(layer("bn", "BN", ["data"], ["bn"], params), {"data": x}, {"bn": blobs})
+    flat = [b.reshape(-1) for b in blobs]
+    eps = 1e-3 if "eps: 0.001" in params and not pspnet else 1e-5
+    expected = pspnet_bn_ref(x, *flat, 1e-10, False) if pspnet else bn_ref(x, *flat, eps)
+    check(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("params, shape, message", [
+    ("bn_param { slope_filler { type: 'constant' } var_eps: 1e-5 }", (1, 3, 2, 2),
+     "slope_filler, var_eps: yjxiong/caffe's BN fields and PSPNet's together"),
+    ("bn_param { axis: 3 }", (1, 3, 2, 2), "axis must be 1 or 2"),
+    ("bn_param { axis: 0 }", (1, 3, 2, 2), "axis must be 1 or 2"),
+    ("bn_param { moving_average: true }", (1, 3, 2, 2, 2), "needs 2 to 4 axes"),
+])
+def test_bn_pspnet_refusals(params: str, shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ConversionError, match=f"'bn'.*{message}"):
+        run(layer("bn", "BN", ["data"], ["bn"], params), {"data": rand(*shape)}, {"bn": pspnet_blobs(3, seed=154)})
+
+
+def test_bn_pspnet_blob_shape_follows_the_axis() -> None:
+    x = rand(2, 3, 4, 5, seed=155)
+    with pytest.raises(ConversionError, match=r"blob 0 has shape \[1, 4, 1, 1\], expected \[1, 1, 4, 1\]"):
+        run(layer("bn", "BN", ["data"], ["bn"], "bn_param { axis: 2 }"), {"data": x},
+            {"bn": pspnet_blobs(4, seed=156, axis=1)})
+
+
+def test_bn_with_a_pspnet_schema_is_pspnets_whatever_the_fields(tmp_path: Any) -> None:
+    """With a fork's own caffe.proto (--caffe-proto) whose BNParameter has var_eps, a BN layer is PSPNet's even when
+    it gives only names both forks share: here the batch's own statistics (moving_average's default) and var_eps's
+    default 1e-10, where the built-in schema reads yjxiong's stored statistics and eps 1e-5."""
+    import caffe2torch
+    from caffe2torch.caffe_proto import write_caffemodel
+
+    text = (ROOT / "caffe2torch" / "caffe_proto" / "caffe.proto").read_text(encoding="utf-8")
+    text = text.replace("  repeated KeptField caffe2torch_kept_field = 536870000;\n", "")
+    text = text.replace("  optional EmbedParameter embed_param = 137;\n", "")
+    text = text.replace("  optional BNParameter bn_param = 1137;\n", "  optional BNParameter bn_param = 137;\n")
+    start = text.index("message BNParameter {")
+    text = text[:start] + """message BNParameter {
+  optional FillerParameter scale_filler = 1;
+  optional FillerParameter shift_filler = 2;
+  optional float var_eps = 3 [default = 1e-10];
+  optional bool moving_average = 4 [default = false];
+  optional float decay = 5 [default = 0.05];
+  optional int32 axis = 6 [default = 1];
+  optional float momentum = 7 [default = 0.9];
+  optional float eps = 8 [default = 1e-5];
+  optional bool frozen = 9 [default = false];
+}
+""" + text[text.index("\n}\n", start) + 3:]
+    (tmp_path / "caffe.proto").write_text(text, encoding="utf-8")
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(input_layers({"data": (2, 3, 2, 2)}) + "\n"
+                        + layer("bn", "BN", ["data"], ["bn"], "bn_param { momentum: 0.95 }"))
+    blobs = pspnet_blobs(3, seed=157)
+    write_caffemodel(parse_prototxt(prototxt.read_text()), {"bn": blobs}, tmp_path / "net.caffemodel")
+    x = rand(2, 3, 2, 2, seed=158)
+    flat = [b.reshape(-1) for b in blobs]
+    theirs = caffe2torch.load(str(prototxt), str(tmp_path / "net.caffemodel"),
+                              caffe_proto=str(tmp_path / "caffe.proto"))
+    with torch.no_grad():
+        check(theirs(torch.from_numpy(x)), pspnet_bn_ref(x, *flat, 1e-10, False), rtol=1e-5, atol=1e-5)
+    ours = caffe2torch.load(str(prototxt), str(tmp_path / "net.caffemodel"))
+    with torch.no_grad():
+        check(ours(torch.from_numpy(x)), bn_ref(x, *flat, 1e-5), rtol=1e-5, atol=1e-5)
+
+
 # --- CropCenter -----------------------------------------------------------------------------------------------
 
 
@@ -672,9 +839,11 @@ def test_fork_layers_export_as_standalone_code() -> None:
         layer("dw", "DepthwiseConvolution", ["crop"], ["dw"],
               "convolution_param { num_output: 2 group: 2 kernel_size: 3 }"),
         layer("cdw", "ConvolutionDepthwise", ["dw"], ["cdw"], "convolution_param { kernel_size: 1 }"),
+        layer("psp", "BN", ["cdw"], ["psp"], "bn_param { moving_average: false }"),
+        layer("psp2", "BN", ["psp"], ["psp2"], "bn_param { moving_average: true axis: 2 }"),
     ])
     net = parse_prototxt(input_layers({"data": (2, 4, 4, 6)}) + "\n" + body)
-    model = convert(net, None, random_init=True, outputs=["interp2", "cdw"])
+    model = convert(net, None, random_init=True, outputs=["interp2", "psp2"])
     namespace: dict[str, Any] = {}
     exec(compile(generate_code(model), "model.py", "exec"), namespace)
     standalone = namespace["Net"]()
@@ -682,6 +851,6 @@ def test_fork_layers_export_as_standalone_code() -> None:
     x = torch.from_numpy(rand(2, 4, 4, 6, seed=95))
     with torch.no_grad():
         expected, actual = model(x), standalone.eval()(x)
-    assert expected.keys() == actual.keys() == {"interp2", "cdw"}
+    assert expected.keys() == actual.keys() == {"interp2", "psp2"}
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)

@@ -8,7 +8,7 @@ arguments for a Caffe layer; what the module computes lives here.
 
 from caffe2torch.modules.activation import (BNLL, ELU, PReLU, AbsVal, Clip, Exp, Log, Power, ReLU, ReLU6, Swish,
                                            Threshold)
-from caffe2torch.modules.batch_norm import BN, BatchNorm
+from caffe2torch.modules.batch_norm import BN, BatchNorm, PSPNetBN
 from caffe2torch.modules.convention import NormalizedRGBToCaffe, SelectClasses
 from caffe2torch.modules.detection import DetectionOutput, Normalize, Permute, PriorBox
 from caffe2torch.modules.eltwise import Axpy, Eltwise
@@ -30,5 +30,5 @@ __all__ = [
     # the SSD fork's layers
     "DetectionOutput", "Normalize", "Permute", "PriorBox",
     # the fork layers (YOLO, DeepLab, ShuffleNet, PSPNet, waifu2x, MobileNet)
-    "BN", "CropCenter", "Interp", "ReLU6", "Reorg", "ShuffleChannel", "Upsample",
+    "BN", "CropCenter", "Interp", "PSPNetBN", "ReLU6", "Reorg", "ShuffleChannel", "Upsample",
 ]

@@ -1,5 +1,6 @@
 """BatchNorm: Caffe normalises only; the learned scale and shift live in the following Scale layer.  BN: the
-yjxiong/PSPNet fork's layer, which normalises, scales and shifts."""
+yjxiong/caffe fork's layer, which normalises, scales and shifts; PSPNetBN: hszhao/PSPNet's layer of the same
+type name, which may normalise with the batch's own statistics at test time."""
 
 from __future__ import annotations
 
@@ -25,14 +26,20 @@ class BatchNorm(nn.Module):
         if self.use_global_stats:
             mean, var = self.mean, self.var
         else:
-            dims = [0] + list(range(2, x.dim()))
-            mean, var = x.mean(dims), x.var(dims, unbiased=False)
+            mean, var = batch_statistics(x, 1)
         return (x - mean.view(view)) / torch.sqrt(var + self.eps).view(view)
 
 
+def batch_statistics(x: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and (biased) variance of ``x`` per index of ``axis``, over every other axis: a batch's own
+    statistics, as Caffe's BatchNorm computes them with use_global_stats false."""
+    dims = [dim for dim in range(x.dim()) if dim != axis]
+    return x.mean(dims), x.var(dims, unbiased=False)
+
+
 class BN(nn.Module):
-    """The BN layer of yjxiong/caffe and PSPNet at test time: ``(x - mean) * (var + eps)^-1/2 * slope + bias``
-    per channel (axis 1), in the fork's order of float operations.
+    """The BN layer of yjxiong/caffe at test time: ``(x - mean) * (var + eps)^-1/2 * slope + bias`` per channel
+    (axis 1), in the fork's order of float operations.
 
     Unlike BVLC's BatchNorm it holds its own scale (``slope``) and shift (``bias``), and its running
     statistics are stored as they are (no moving-average factor); ``eps`` is added to the variance here.
@@ -50,3 +57,32 @@ class BN(nn.Module):
         view = (1, -1) + (1,) * (x.dim() - 2)
         inverse_std = torch.pow(self.var + self.eps, -0.5)
         return (x - self.mean.view(view)) * inverse_std.view(view) * self.slope.view(view) + self.bias.view(view)
+
+
+class PSPNetBN(BN):
+    """hszhao/PSPNet's BN at test time (bn_layer.cpp, the CAFFE engine): ``(x - mean) / sqrt(var + eps) * slope +
+    bias`` per index of ``axis`` (1 or 2, of the input seen as Caffe's legacy 4-D shape), in the fork's order of
+    float operations; ``eps`` is the fork's ``var_eps``.
+
+    With ``moving_average`` the stored statistics are used; without it (the fork's default) the batch's own
+    mean and variance, as Caffe's BatchNorm with use_global_stats false.  A subclass of BN so that code
+    looking for the fork's layer finds it, but not an affine map of its input when ``moving_average`` is off.
+    """
+
+    def __init__(self, channels: int, eps: float, moving_average: bool, axis: int = 1) -> None:
+        super().__init__(channels, eps)
+        if axis not in (1, 2):
+            raise ValueError(f"axis must be 1 or 2, got {axis}")
+        self.moving_average, self.axis = moving_average, axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        legacy = x.reshape(*shape, *([1] * (4 - x.dim())))  # Caffe's LegacyShape: missing axes are 1
+        if self.moving_average:
+            mean, var = self.mean, self.var
+        else:
+            mean, var = batch_statistics(legacy, self.axis)
+        view = [1, 1, 1, 1]
+        view[self.axis] = -1
+        y = (legacy - mean.view(view)) / torch.sqrt(var + self.eps).view(view)
+        return (y * self.slope.view(view) + self.bias.view(view)).reshape(shape)
