@@ -1,12 +1,12 @@
 """The fork layers (Upsample, Interp, Reorg, ShuffleChannel, BN, CropCenter, ReLU6, the depthwise convolutions,
-Python layers) against numpy transcriptions of each fork's C++ forward pass.
+HoleConvolution, AxpyFast, Python layers) against numpy transcriptions of each fork's C++ forward pass.
 
 Each reference below is written from the fork's CPU code, loop by loop and index by index, in our own words:
 YOLOv3 ports' upsample_layer.cpp, DeepLab v2's interp_layer.cpp with caffe_cpu_interp2 (float32 steps), the
 YOLOv2 ports' reorg_layer (darknet's reorg_cpu), ShuffleNet's shuffle_channel_layer.cpp, yjxiong/caffe's and
-hszhao/PSPNet's bn_layer.cpp at test time, waifu2x-caffe's crop_center_layer.cpp, yonghenglh6's
-conv_dw_layer.cpp.  OpenCV's dnn implements some of them natively; where it does, it is compared too, and where
-it departs from the fork (the fork is the truth) the test says so.
+hszhao/PSPNet's bn_layer.cpp at test time, PSPNet's hole_conv_layer.cpp, waifu2x-caffe's crop_center_layer.cpp,
+yonghenglh6's conv_dw_layer.cpp.  OpenCV's dnn implements some of them natively; where it does, it is compared
+too, and where it departs from the fork (the fork is the truth) the test says so.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from caffe2torch.converter.layers.common import make
 from caffe2torch.converter.registry import LayerContext, python_layer_type
 from caffe2torch.errors import ConversionError
 from tests.conftest import ROOT
-from tests.test_converter_layers import Array, check, input_layers, layer, opencv_forward, rand, run
+from tests.test_converter_layers import Array, check, conv_ref, input_layers, layer, opencv_forward, rand, run
 
 f32 = np.float32
 
@@ -767,6 +767,77 @@ def test_depthwise_convolution_matches_opencv(tmp_path: Any) -> None:
     check(y, reference)
 
 
+# --- HoleConvolution (PSPNet) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params, stride, pad, dilation, group, bias", [
+    ("num_output: 1 kernel_size: 3 pad: 2 hole: 2 bias_term: false", (1, 1), (2, 2), (2, 2), 1, False),  # repro
+    ("num_output: 4 kernel_size: 3 pad: 4 hole: 4", (1, 1), (4, 4), (4, 4), 1, True),
+    ("num_output: 4 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 3 hole_h: 2 hole_w: 3 stride: 2", (2, 2), (1, 3),
+     (2, 3), 1, True),
+    ("num_output: 4 group: 2 kernel_size: 3 hole: 1", (1, 1), (0, 0), (1, 1), 2, True),
+])
+def test_hole_convolution_is_a_dilated_convolution(params: str, stride: tuple[int, int], pad: tuple[int, int],
+                                                   dilation: tuple[int, int], group: int, bias: bool) -> None:
+    """hole_conv_layer.cpp: im2col with the kernel's taps ``hole`` apart (hole_h / hole_w per axis), output size
+    (size + 2 pad - (kernel + (kernel - 1)(hole - 1))) / stride + 1."""
+    channels = 2 if group == 2 else 1 if "num_output: 1 " in params else 3
+    out = 1 if "num_output: 1 " in params else 4
+    kernel = (3, 2) if "kernel_w: 2" in params else (3, 3)
+    x = rand(2, channels, 7, 8, seed=160)
+    w = rand(out, channels // group, *kernel, seed=161)
+    b = rand(out, seed=162)
+    blobs = [w, b] if bias else [w]
+    _, y = run(layer("conv", "HoleConvolution", ["data"], ["conv"], f"convolution_param {{ {params} }}"),
+               {"data": x}, {"conv": blobs})
+    check(y, conv_ref(x, w, b if bias else None, stride, pad, dilation, group).astype(np.float32))
+    dilated = params.replace("hole_h", "dilation").replace("hole_w", "dilation").replace("hole", "dilation")
+    _, conv = run(layer("conv", "Convolution", ["data"], ["conv"], f"convolution_param {{ {dilated} }}"),
+                  {"data": x}, {"conv": blobs})
+    torch.testing.assert_close(y, conv, rtol=0, atol=0)
+
+
+def test_hole_convolution_matches_opencv_dilated_convolution(tmp_path: Any) -> None:
+    """OpenCV has no HoleConvolution; its Convolution with the same dilation is the reference."""
+    x, w, b = rand(2, 3, 9, 10, seed=163), rand(4, 3, 3, 3, seed=164), rand(4, seed=165)
+    params = "num_output: 4 kernel_size: 3 pad: 2 stride: 1"
+    _, y = run(layer("conv", "HoleConvolution", ["data"], ["conv"], f"convolution_param {{ {params} hole: 2 }}"),
+               {"data": x}, {"conv": [w, b]})
+    reference = opencv_forward(tmp_path, layer("conv", "Convolution", ["data"], ["conv"],
+                                               f"convolution_param {{ {params} dilation: 2 }}"), x, "conv",
+                               {"conv": [w, b]})
+    check(y, reference)
+
+
+@pytest.mark.parametrize("params, shape, message", [
+    ("num_output: 2 kernel_size: 3", (1, 2, 6, 6), "gives no hole"),
+    ("num_output: 2 kernel_size: 3 hole: 2 hole_h: 2 hole_w: 2", (1, 2, 6, 6), "give hole, or hole_h and hole_w"),
+    ("num_output: 2 kernel_size: 3 hole_h: 2", (1, 2, 6, 6), "give hole, or hole_h and hole_w"),
+    ("num_output: 2 kernel_size: 3 hole: 2 dilation: 2", (1, 2, 6, 6), "does not read"),
+    ("num_output: 2 kernel_size: 3 hole: 0", (1, 2, 6, 6), "must be positive"),
+    ("num_output: 2 kernel_size: 3 hole: 2", (1, 2, 6), "needs a 4-D input"),
+    ("num_output: 2 kernel_size: 3 hole: 3", (1, 2, 6, 6), "leave no output"),
+])
+def test_hole_convolution_refusals(params: str, shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ConversionError, match=f"'conv'.*{message}"):
+        run(layer("conv", "HoleConvolution", ["data"], ["conv"], f"convolution_param {{ {params} }}"),
+            {"data": rand(*shape)}, {"conv": [rand(2, 2, 3, 3), rand(2)]})
+
+
+# --- AxpyFast (waifu2x-caffe) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("a_shape", [(2, 3), (2, 3, 1, 1)])
+def test_axpy_fast_is_axpy(a_shape: tuple[int, ...]) -> None:
+    """waifu2x-caffe's UpResNet10 gates its residual branch with AxpyFast(a, x, y) = a * x + y, a the SE gate (a
+    Sigmoid of an InnerProduct: N x C), x the branch, y the cropped shortcut."""
+    a, x, y_ = rand(*a_shape, seed=170), rand(2, 3, 4, 5, seed=171), rand(2, 3, 4, 5, seed=172)
+    _, y = run(layer("axpy", "AxpyFast", ["a", "x", "y"], ["out"]), {"a": a, "x": x, "y": y_})
+    check(y, a.reshape(2, 3, 1, 1) * x + y_)
+    with pytest.raises(ConversionError, match=r"\(AxpyFast\): needs exactly 3 bottom"):
+        run(layer("axpy", "AxpyFast", ["x", "y"], ["out"]), {"x": x, "y": y_})
+
+
 # --- Python layers --------------------------------------------------------------------------------------------
 
 
@@ -841,9 +912,11 @@ def test_fork_layers_export_as_standalone_code() -> None:
         layer("cdw", "ConvolutionDepthwise", ["dw"], ["cdw"], "convolution_param { kernel_size: 1 }"),
         layer("psp", "BN", ["cdw"], ["psp"], "bn_param { moving_average: false }"),
         layer("psp2", "BN", ["psp"], ["psp2"], "bn_param { moving_average: true axis: 2 }"),
+        layer("hole", "HoleConvolution", ["psp2"], ["hole"],
+              "convolution_param { num_output: 2 kernel_size: 2 pad: 1 hole: 2 }"),
     ])
     net = parse_prototxt(input_layers({"data": (2, 4, 4, 6)}) + "\n" + body)
-    model = convert(net, None, random_init=True, outputs=["interp2", "psp2"])
+    model = convert(net, None, random_init=True, outputs=["interp2", "hole"])
     namespace: dict[str, Any] = {}
     exec(compile(generate_code(model), "model.py", "exec"), namespace)
     standalone = namespace["Net"]()
@@ -851,6 +924,6 @@ def test_fork_layers_export_as_standalone_code() -> None:
     x = torch.from_numpy(rand(2, 4, 4, 6, seed=95))
     with torch.no_grad():
         expected, actual = model(x), standalone.eval()(x)
-    assert expected.keys() == actual.keys() == {"interp2", "psp2"}
+    assert expected.keys() == actual.keys() == {"interp2", "hole"}
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)

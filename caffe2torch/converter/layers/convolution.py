@@ -1,5 +1,5 @@
-"""Convolution and Deconvolution (Caffe's BaseConvolutionLayer semantics), and the MobileNet forks' depthwise
-convolution types, which are grouped convolutions."""
+"""Convolution and Deconvolution (Caffe's BaseConvolutionLayer semantics), the MobileNet forks' depthwise
+convolution types, which are grouped convolutions, and PSPNet's HoleConvolution, a dilated one."""
 
 from __future__ import annotations
 
@@ -105,3 +105,29 @@ def convolution_depthwise(ctx: LayerContext) -> nn.Module:
     depthwise.convolution_param.ClearField("axis")
     # The same context otherwise (its list of the blobs used included): only the parameters differ.
     return _convolution(dataclasses.replace(ctx, layer=depthwise), _CONV, transposed=False)
+
+
+@register("HoleConvolution", bottoms=1, tops=1)
+def hole_convolution(ctx: LayerContext) -> nn.Module:
+    """hszhao/PSPNet's (DeepLab v1's) HoleConvolution: a 2-D convolution dilated by ``hole`` (both axes) or by
+    ``hole_h`` and ``hole_w``, which its convolution_param gives instead of ``dilation`` (hole_conv_layer.cpp).
+    Converted as Convolution with that dilation; the rest of convolution_param is read as Convolution reads it."""
+    p = ctx.layer.convolution_param
+    if len(ctx.input_shapes[0]) != 4:
+        raise ctx.error(f"needs a 4-D input (N x C x H x W), got shape {list(ctx.input_shapes[0])}")
+    if p.dilation:
+        raise ctx.error("gives dilation, which HoleConvolution does not read: give hole (or hole_h and hole_w)")
+    has_pair = p.HasField("hole_h") or p.HasField("hole_w")
+    if has_pair and (p.HasField("hole") or not (p.HasField("hole_h") and p.HasField("hole_w"))):
+        raise ctx.error("give hole, or hole_h and hole_w (both), as the fork requires")
+    if not has_pair and not p.HasField("hole"):
+        raise ctx.error("gives no hole (the fork refuses it: 'Use Convolution instead')")
+    dilation = (p.hole_h, p.hole_w) if has_pair else (p.hole, p.hole)
+    if 0 in dilation:
+        raise ctx.error(f"hole {dilation} must be positive")
+    dilated = type(ctx.layer)(name=ctx.layer.name, type=ctx.layer.type)
+    dilated.convolution_param.CopyFrom(p)
+    dilated.convolution_param.dilation.extend(dilation)
+    for name in ("hole", "hole_h", "hole_w"):
+        dilated.convolution_param.ClearField(name)
+    return _convolution(dataclasses.replace(ctx, layer=dilated), _CONV, transposed=False)

@@ -1,4 +1,4 @@
-"""Eltwise (SUM with coefficients, PROD, MAX) and the SENet release's Axpy."""
+"""Eltwise (SUM with coefficients, PROD, MAX), the SENet release's Axpy and waifu2x-caffe's AxpyFast."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ def eltwise(ctx: LayerContext) -> nn.Module:
     return make(Eltwise, operation=operation, coeffs=coeffs)
 
 
-@register("Axpy", bottoms=3, tops=1)
+@register("Axpy", "AxpyFast", bottoms=3, tops=1)
 def axpy(ctx: LayerContext) -> nn.Module:
+    """``a * x + y``, bottoms (a, x, y), a one value per (n, c).  waifu2x-caffe's AxpyFast (its UpResNet10
+    models) computes the same: the SE gate (a, N x C from a Sigmoid) scales the residual branch (x) and the
+    cropped shortcut (y) is added."""
     a, x, y = ctx.input_shapes
     if x != y:
         raise ctx.error(f"x and y differ in shape: {list(x)} vs {list(y)}")
