@@ -9,8 +9,8 @@ from caffe2torch.errors import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["load", "export", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError", "InputError",
-           "ResourceLimitError"]
+__all__ = ["load", "optimize", "export", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError",
+           "InputError", "ResourceLimitError"]
 
 
 def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=False, caffe_proto=None):
@@ -38,6 +38,21 @@ def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=
     model.label_order = entry.label_order if entry is not None else None
     model.preprocessing_hints = opened.preprocessing_hints
     return model
+
+
+def optimize(model, *, channels_last=None):
+    """An inference graph computing what ``model`` (from :func:`load`) computes, fast on the CPU.
+
+    BatchNorm, Scale and Bias are folded into the preceding Convolution / InnerProduct / Deconvolution (or
+    into one per-channel affine op), ReLUs fused into convolutions or run in place where nothing else reads
+    their input, Axpy is one ``addcmul``, Dropout and Split are removed, and 2-D convolutions run on NHWC
+    tensors with weights reordered for oneDNN once (``channels_last``; None: the measured default).  Each
+    node records the Caffe layers it computes (``node.meta["caffe_layers"]``).  ``model`` keeps every blob
+    available and is not changed; see :mod:`caffe2torch.optimize`.
+    """
+    from caffe2torch.optimize import optimize as optimize_graph
+
+    return optimize_graph(model, channels_last=channels_last)
 
 
 def export(model, directory, *, formats=("pytorch",), convention="caffe", preset=None, label_order=None,
