@@ -38,8 +38,9 @@ from caffe2torch.runtime.presets import INTERPOLATIONS, PRESETS
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images of the label file.")
 @click.option("--skip-missing", is_flag=True, help="Evaluate the images of the label file that are in --images "
               "and report how many were not (default: a missing image is an error).")
-@click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, type=click.IntRange(min=0),
-              help="Image-decoding processes (0: decode in the main process).")
+@click.option("--workers", default=max(1, min(8, os.cpu_count() or 1)), show_default=True,
+              type=click.IntRange(min=0), help="Threads decoding and preprocessing the next batches while the "
+              "net runs (default: one per CPU, at most 8; 0: one after another in the main thread).")
 @click.option("--output", help="Output blob holding the class scores, when the net has several.")
 @click.option("--channels-last", is_flag=True, help="Run in channels-last memory format.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run through torch.compile.")

@@ -1,20 +1,24 @@
-"""Labelled image sets, their torch DataLoader, shards for data-parallel runs, and a progress line."""
+"""Labelled image sets, their batches (prepared by worker threads), shards for data-parallel runs, and a
+progress line."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import re
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from caffe2torch.errors import InputError
+from caffe2torch.errors import Caffe2TorchError, InputError
 from caffe2torch.runtime.labels import read_label_file
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -103,29 +107,15 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     return list(items[rank::world_size])
 
 
-class ImageDataset(Dataset):
-    """(preprocessed image, label) pairs; ``preprocess`` maps a path to a float32 C x H x W array."""
-
-    def __init__(self, images: Sequence[LabeledImage], preprocess: Callable[[Path], np.ndarray]) -> None:
-        self.images = list(images)
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        item = self.images[index]
-        return torch.from_numpy(self.preprocess(item.path)), item.label
-
-
 @contextlib.contextmanager
 def opencv_threads_stopped(stop: bool = True) -> Iterator[None]:
     """Run the body with OpenCV's own thread pool shut down (restored after).
 
-    DataLoader workers are forked (on Linux).  A fork copies the parent's OpenCV pool without its
+    While images are decoded by worker threads, the workers are the parallelism: OpenCV's pool would only
+    add threads that wait actively for work beside torch's, on the same cores.  It must also be stopped
+    before a process is forked (torchrun-like tests do): a fork copies the parent's OpenCV pool without its
     threads, and the child then hangs inside OpenCV (seen: ``setNumThreads`` blocking in
-    ``pthread_cond_destroy``).  With the pool stopped in the parent while workers are forked, they start
-    clean and single-threaded, which is what a worker should be anyway: the workers are the parallelism.
+    ``pthread_cond_destroy``).
     """
     if not stop:
         yield
@@ -143,15 +133,136 @@ def opencv_threads_stopped(stop: bool = True) -> Iterator[None]:
         cv2.setNumThreads(threads)
 
 
-def make_loader(dataset: Dataset, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    """Batches in dataset order, decoded by ``workers`` processes (0: in this process).  Iterate it inside
-    :func:`opencv_threads_stopped` when ``workers`` > 0."""
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, not {batch_size}")
-    if workers < 0:
-        raise InputError(f"workers must be 0 or more, not {workers}")
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=pin_memory, prefetch_factor=4 if workers else None)
+def default_workers() -> int:
+    """Image-decoding threads by default: one per CPU, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class _Batch:
+    """One batch being assembled: images are written into ``images`` (allocated by the first image to
+    arrive, with its shape) at their slot, by whichever thread preprocessed them."""
+
+    def __init__(self, items: Sequence[LabeledImage], pin_memory: bool) -> None:
+        self.items = items
+        self.pin_memory = pin_memory
+        self.images: torch.Tensor | None = None
+        self._array: np.ndarray | None = None  # numpy view of ``images``
+        self._first: Path | None = None
+        self._lock = threading.Lock()
+        self.futures: list[Future] = []
+
+    def put(self, slot: int, array: np.ndarray, path: Path) -> None:
+        with self._lock:
+            if self._array is None:
+                dtype = torch.from_numpy(np.empty(0, array.dtype)).dtype
+                self.images = torch.empty((len(self.items), *array.shape), dtype=dtype, pin_memory=self.pin_memory)
+                self._array = self.images.numpy()
+                self._first = path
+            target = self._array
+        if array.shape != target.shape[1:]:
+            shape = "x".join(map(str, array.shape))
+            first = "x".join(map(str, target.shape[1:]))
+            raise InputError(f"{path}: preprocessed to {shape}, but {self._first} of the same batch to {first} "
+                             "(the images of a batch need one size: give --crop, or --resize HxW)")
+        np.copyto(target[slot], array, casting="same_kind")
+
+    def labels(self) -> torch.Tensor:
+        labels = torch.tensor([item.label for item in self.items], dtype=torch.int64)
+        return labels.pin_memory() if self.pin_memory else labels
+
+
+class BatchLoader:
+    """Batches of preprocessed images and their labels, in the order of ``images``.
+
+    ``preprocess`` maps an image path to the net's C x H x W array (float32).  With ``workers`` > 0, that
+    many threads decode and preprocess ahead of the consumer (OpenCV's decoder and resizer and numpy's
+    arithmetic release the GIL), each copying its image into its slot of the batch tensor, with at most
+    ``prefetch`` batches prepared beyond the one being used; with 0 everything runs in the calling
+    thread when a batch is asked for.  The same code fills the batches either way, so they are equal bit
+    for bit.  ``pin_memory`` allocates the batches in pinned host memory (for non-blocking copies to a
+    CUDA device).
+
+    An image that cannot be read raises its :class:`InputError` (one line naming the file) from the
+    iteration, the first such image in order, as the sequential path would; other exceptions from the
+    preprocessing are turned into one naming the file.  Iterate through :meth:`batches` inside a ``with
+    closing(...)`` (or to the end): on an error, ``break``, or Ctrl-C the queued images are dropped and
+    the threads finish the image each has started, then stop.
+    """
+
+    def __init__(self, images: Sequence[LabeledImage], preprocess: Callable[[Path], np.ndarray], *,
+                 batch_size: int, workers: int = 0, pin_memory: bool = False, prefetch: int = 2) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, not {batch_size}")
+        if workers < 0:
+            raise InputError(f"workers must be 0 or more, not {workers}")
+        if prefetch < 0:
+            raise InputError(f"prefetch must be 0 or more, not {prefetch}")
+        self.images = list(images)
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.workers = workers
+        self.pin_memory = pin_memory
+        self.prefetch = prefetch
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches()
+
+    def _load(self, batch: _Batch, slot: int) -> None:
+        item = batch.items[slot]
+        try:
+            array = self.preprocess(item.path)
+        except Caffe2TorchError:
+            raise
+        except Exception as error:  # cv2.error, MemoryError, a custom preprocess's bug: name the file
+            raise InputError(f"{item.path}: {type(error).__name__}: {_first_line(error)}") from error
+        batch.put(slot, np.asarray(array), item.path)
+
+    def _chunks(self) -> Iterator[Sequence[LabeledImage]]:
+        for start in range(0, len(self.images), self.batch_size):
+            yield self.images[start:start + self.batch_size]
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images N x C x H x W, labels N) per batch, in order."""
+        if self.workers == 0:
+            for items in self._chunks():
+                batch = _Batch(items, self.pin_memory)
+                for slot in range(len(items)):
+                    self._load(batch, slot)
+                yield batch.images, batch.labels()
+            return
+        executor = ThreadPoolExecutor(self.workers, thread_name_prefix="caffe2torch-images")
+        chunks = self._chunks()
+        in_flight: collections.deque[_Batch] = collections.deque()
+
+        def submit_next() -> None:
+            items = next(chunks, None)
+            if items is not None:
+                batch = _Batch(items, self.pin_memory)
+                batch.futures = [executor.submit(self._load, batch, slot) for slot in range(len(items))]
+                in_flight.append(batch)
+
+        try:
+            for _ in range(self.prefetch + 1):
+                submit_next()
+            while in_flight:
+                batch = in_flight.popleft()
+                for future in batch.futures:
+                    future.result()  # the worker's exception, raised here
+                yield batch.images, batch.labels()
+                submit_next()
+        finally:
+            for batch in in_flight:
+                for future in batch.futures:
+                    future.cancel()
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 class Progress:

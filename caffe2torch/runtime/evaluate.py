@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.data import ImageDataset, LabeledImage, Progress, make_loader, \
+from caffe2torch.runtime.data import BatchLoader, LabeledImage, Progress, default_workers, \
     opencv_threads_stopped, shard
 from caffe2torch.runtime.device import Inference, infer_batches
 
@@ -61,11 +62,13 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Correct counts over ``images`` images."""
+    """Correct counts over ``images`` images; ``top5``, when asked for, each image's five best classes
+    (best first, in the order of the net's outputs), in the order of the images this process evaluated."""
 
     images: int
     top1_correct: int
     top5_correct: int
+    top5: list[list[int]] | None = field(default=None, compare=False, repr=False)
 
     def error(self, k: int) -> float:
         """Top-k error in percent."""
@@ -198,25 +201,34 @@ def select_output(outputs: torch.Tensor | dict[str, torch.Tensor], output: str |
 
 
 def evaluate(model: nn.Module, images: Sequence[LabeledImage], preprocess, inference: Inference, *,
-             batch_size: int = 50, workers: int = 4, output: str | None = None,
-             distributed: Distributed = Distributed(), progress: bool = True) -> Evaluation:
+             batch_size: int = 50, workers: int | None = None, output: str | None = None,
+             distributed: Distributed = Distributed(), progress: bool = True,
+             keep_top5: bool = False) -> Evaluation:
     """Top-1/top-5 correct counts of ``model`` (already prepared by ``inference``) on ``images``.
 
-    ``preprocess`` maps an image path to the net's float32 C x H x W input.  Labels must be in the
-    order of the net's outputs.  Under a distributed job each process takes its shard and the returned
-    counts are the sums over all of them.
+    ``preprocess`` maps an image path to the net's float32 C x H x W input; ``workers`` threads
+    (default: :func:`~caffe2torch.runtime.data.default_workers`; 0: this thread) prepare the next
+    batches while the net runs (:class:`~caffe2torch.runtime.data.BatchLoader`), in pinned memory for a
+    CUDA device.  Labels must be in the order of the net's outputs.  Under a distributed job each process
+    takes its shard and the returned counts are the sums over all of them.  ``keep_top5`` also returns
+    each image's five best classes (``Evaluation.top5``).
     """
+    workers = default_workers() if workers is None else workers
     mine = shard(images, distributed.rank, distributed.world_size)
-    loader = make_loader(ImageDataset(mine, preprocess), batch_size=batch_size, workers=workers,
+    loader = BatchLoader(mine, preprocess, batch_size=batch_size, workers=workers,
                          pin_memory=inference.pin_memory)
     counts = torch.zeros(3, dtype=torch.int64, device=inference.device)  # images, top-1, top-5 correct
+    top5: list[torch.Tensor] = []
     # Only rank 0 draws progress, for its own shard (the others advance at the same pace).
     with Progress(len(mine), enabled=progress and distributed.is_main) as bar, \
-            opencv_threads_stopped(workers > 0):
-        for outputs, labels in infer_batches(model, loader, inference):
+            opencv_threads_stopped(workers > 0), closing(loader.batches()) as batches:
+        for outputs, labels in infer_batches(model, batches, inference):
             scores = select_output(outputs, output)
             counts[0] += labels.numel()
             counts[1:] += correct_counts(scores, labels)
+            if keep_top5:
+                top5.append(scores.topk(min(5, scores.shape[1]), dim=1).indices)
             bar.update(labels.numel())
     total = distributed.sum(counts).tolist()
-    return Evaluation(images=total[0], top1_correct=total[1], top5_correct=total[2])
+    kept = (torch.cat(top5).tolist() if top5 else []) if keep_top5 else None
+    return Evaluation(images=total[0], top1_correct=total[1], top5_correct=total[2], top5=kept)

@@ -117,7 +117,7 @@ class Preprocessor:
     ``input_size`` is the net's declared (height, width): the crop, unless the preset's crop is fixed
     (``crop_fixed``); without it the preset's ``crop_size`` is used, and with neither the resized image is
     passed whole.  ``channels`` is the net's input channel count (1 reads images as grey, like Caffe's
-    ``is_color: false``).  Picklable, so DataLoader workers can use it.
+    ``is_color: false``).  Calls only read its fields, so loader threads share one.
 
     A mean image is subtracted as Caffe's ``DataTransformer`` does: from an image of the mean's own size
     (images are resized to it), at the crop's offset.  Cropping the mean at that offset once, here, and

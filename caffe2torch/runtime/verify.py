@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.data import ImageSet, LabeledImage, has_class_folders, images_from_class_folders, \
-    images_from_label_file
+from caffe2torch.runtime.data import ImageSet, LabeledImage, default_workers, has_class_folders, \
+    images_from_class_folders, images_from_label_file
 from caffe2torch.runtime.device import Inference, choose_device
 from caffe2torch.runtime.evaluate import Distributed, Evaluation, Reproduction, check_reproduction, evaluate
 from caffe2torch.runtime.labels import to_net_order
@@ -124,7 +124,7 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
            mean: MeanLike | None = None, mean_file: str | Path | None = None, scale: float | str | None = None,
            channel_order: str | None = None, transform_from: str | Path | None = None,
            skip_missing: bool = False, batch_size: int = 50, device: str | None = None, precision: str = "fp32",
-           limit: int | None = None, workers: int = 4, output: str | None = None,
+           limit: int | None = None, workers: int | None = None, output: str | None = None,
            channels_last: bool = False, compile: bool = False, progress: bool = True) -> VerifyResult:
     """Evaluate the net on the images and compare with its published row (see the module docstring).
 
@@ -132,6 +132,8 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
     class folders) or else the net's own.  ``resize`` ... ``transform_from`` describe the preprocessing
     over the preset (:class:`~caffe2torch.runtime.protocol.PreprocessOptions`).  ``skip_missing``
     evaluates the listed images that are in ``images`` and counts the others (``details["skipped"]``).
+    ``workers`` threads prepare the next batches while the net runs (default: one per CPU, at most 8; 0:
+    in this thread, one after another); the results do not depend on it.
     Bad input raises :class:`InputError` before any image is evaluated.
     """
     preprocessing = PreprocessOptions(preset=preset_name, interpolation=interpolation,
@@ -171,6 +173,7 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
         "device": str(inference.device),
         "precision": precision,
         "processes": distributed.world_size,
+        "workers": workers if workers is not None else default_workers(),
         "seconds": seconds,
         "images_per_second": evaluation.images / seconds if seconds > 0 else 0.0,
     }
