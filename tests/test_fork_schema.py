@@ -229,7 +229,6 @@ print(float((m.load({str(out / 'model.safetensors')!r})(x) - x).max()))
 def test_a_fork_number_that_clashes_with_caffe_is_read_by_name(write_schema) -> None:
     """DeepLab's schema has interp_param at 143, Caffe's input_param: both read right in one net."""
     fork = load_schema(write_schema(fork_schema_text(deeplab_numbers=True)))
-    assert fork.clashing_layer_fields == {"interp_param", "bn_param"}
     net_text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }\n'
                 'layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factor: 3 } }\n')
     with warnings.catch_warnings():
@@ -244,11 +243,26 @@ def test_a_fork_number_that_clashes_with_caffe_is_read_by_name(write_schema) -> 
     assert model(torch.zeros(1, 1, 2, 2)).shape == (1, 1, 4, 4)
 
 
-def test_a_schema_whose_parameter_messages_clash_with_caffe_is_refused(write_schema) -> None:
+def test_a_fork_number_that_clashes_inside_a_parameter_message_is_read_by_name(write_schema) -> None:
+    """PSPNet-style: the fork gives ConvolutionParameter's number 3 (Caffe's pad) to its own field. Caffe's
+    reading gets the convolution's other fields; the fork's typed reading gets its field."""
     text = fork_schema_text().replace("  optional bool bias_term = 2 [default = true];\n  repeated uint32 pad = 3;",
                                       "  optional bool bias_term = 2 [default = true];\n  optional float pad_ratio = 3;")
-    with pytest.raises(InputError, match=r"ConvolutionParameter.pad_ratio \(field 3; Caffe's pad\)"):
-        load_schema(write_schema(text))
+    fork = load_schema(write_schema(text))
+    net_text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n'
+                'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+                '        convolution_param { num_output: 2 kernel_size: 3 pad_ratio: 0.5 } }\n')
+    with using_schema(fork):
+        net = parse_prototxt(net_text)
+        typed = layer_param(net.layer[1], "convolution_param")
+    assert typed.pad_ratio == 0.5 and typed.num_output == 2
+    assert list(net.layer[1].convolution_param.pad) == [] and net.layer[1].convolution_param.kernel_size[0] == 3
+    data = fork.net_class()
+    text_format.Parse(net_text, data)
+    with using_schema(fork):
+        from_binary = parse_net_binary(data.SerializeToString(), "fork.caffemodel")
+        assert layer_param(from_binary.layer[1], "convolution_param").pad_ratio == 0.5
+    assert list(from_binary.layer[1].convolution_param.pad) == []
 
 
 def test_a_descriptor_set_serves_as_the_schema(write_schema, tmp_path: Path) -> None:

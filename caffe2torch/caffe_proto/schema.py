@@ -3,15 +3,11 @@
 Caffe forks add parameter messages to ``LayerParameter`` (``upsample_param``, ``permute_param``, ...).
 The built-in schema knows the widely used ones (see caffe.proto, "Fork layers"); for the rest a user
 names their fork's ``caffe.proto`` (:func:`load_schema`; ``caffe2torch.load(..., caffe_proto=FILE)``,
-``--caffe-proto FILE``). The net is then read with their schema and handed on in the built-in one, so
-that the converter sees one kind of message:
-
-- fields both schemas give the same number, name and type arrive as they are;
-- fields only theirs knows ride along as protobuf unknown fields (their bytes are kept);
-- fields of ``LayerParameter`` that theirs numbers differently from ours (a fork reusing a number BVLC
-  gave another field) are kept as text in the layer's ``caffe2torch_kept_field`` list;
-- a clash deeper down (a parameter message whose field N means different things) is refused when the
-  schema is loaded: no reading could be right for both.
+``--caffe-proto FILE``). The net is read with their schema and carried into the built-in one by field
+*name* (through text), so a fork that numbers a field differently from Caffe, or reuses a number Caffe
+gives another field (DeepLab's interp_param = 143, Caffe's input_param), is read right on both sides.
+Each layer also keeps its bytes in the fork's schema (``caffe2torch_fork_layer``), from which a converter
+reads the fork's fields typed: :func:`layer_param`.
 
 :func:`layer_param` reads a layer's field by name: typed when a schema knows it, else an
 :class:`UntypedMessage` of the text the prototxt gave (fields no schema knows are kept, not dropped).
@@ -29,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.message import DecodeError, Message
 
@@ -51,13 +46,11 @@ BORROWED_NUMBERS = (
 
 @dataclass(frozen=True)
 class Schema:
-    """A fork's schema: its NetParameter and LayerParameter classes, and the LayerParameter fields whose
-    numbers mean something else in the built-in schema (those travel as text)."""
+    """A fork's schema: its NetParameter and LayerParameter classes."""
 
     source: str
     net_class: type[Message]
     layer_class: type[Message]
-    clashing_layer_fields: frozenset[str]
 
 
 def load_schema(path: str | os.PathLike[str]) -> Schema:
@@ -88,13 +81,8 @@ def load_schema(path: str | os.PathLike[str]) -> Schema:
         raise InputError(f"{source}: not a Caffe schema (it defines no {error.args[0]})") from None
     except TypeError as error:
         raise InputError(f"{source}: not a usable schema: {error}") from None
-    clashes = _clashes(net_descriptor, caffe_pb2.NetParameter.DESCRIPTOR, "NetParameter", set())
-    deep = [clash for clash in clashes if not clash.startswith("LayerParameter.")]
-    if deep:
-        raise InputError(f"{source}: its fields clash with Caffe's, so no reading fits both: {'; '.join(deep)}")
-    clashing = frozenset(clash.split(".")[1].split(" ")[0] for clash in clashes)
     return Schema(source, message_factory.GetMessageClass(net_descriptor),
-                  message_factory.GetMessageClass(layer_descriptor), clashing)
+                  message_factory.GetMessageClass(layer_descriptor))
 
 
 def _compile(source: str) -> descriptor_pb2.FileDescriptorSet:
@@ -114,26 +102,6 @@ def _compile(source: str) -> descriptor_pb2.FileDescriptorSet:
         descriptor_set = descriptor_pb2.FileDescriptorSet()
         descriptor_set.ParseFromString(out.read_bytes())
     return descriptor_set
-
-
-def _clashes(theirs: _descriptor.Descriptor, ours: _descriptor.Descriptor, path: str,
-             seen: set[tuple[str, str]]) -> list[str]:
-    """Fields numbered alike but differing in name, type or repetition, through every message both share."""
-    found = []
-    for field in theirs.fields:
-        our_field = ours.fields_by_number.get(field.number)
-        if our_field is None:
-            continue
-        if (field.name != our_field.name or field.type != our_field.type
-                or field.is_repeated != our_field.is_repeated):
-            found.append(f"{path}.{field.name} (field {field.number}; Caffe's {our_field.name})")
-        elif field.message_type is not None:
-            pair = (field.message_type.full_name, our_field.message_type.full_name)
-            if pair not in seen:
-                seen.add(pair)
-                found += _clashes(field.message_type, our_field.message_type,
-                                  our_field.message_type.name, seen)
-    return found
 
 
 _ACTIVE: list[Schema] = []
@@ -159,47 +127,40 @@ def using_schema(schema: Schema | str | os.PathLike[str] | None) -> Iterator[Sch
         _ACTIVE.pop()
 
 
-def set_active_schema(schema: Schema | str | os.PathLike[str]) -> Schema:
-    """Make ``schema`` active for the rest of the process (the CLI's ``--caffe-proto``)."""
-    loaded = schema if isinstance(schema, Schema) else load_schema(schema)
-    _ACTIVE.append(loaded)
-    return loaded
-
-
 def to_builtin(net: Message, source: str, schema: Schema) -> caffe_pb2.NetParameter:
-    """``net`` (a message of ``schema``) in the built-in schema: clashing layer fields kept as text."""
-    kept: dict[int, list[caffe_pb2.KeptField]] = {}
-    for index, layer in enumerate(getattr(net, "layer", ())):
-        for name in sorted(schema.clashing_layer_fields):
-            if layer.HasField(name):
-                single = schema.layer_class()
-                getattr(single, name).CopyFrom(getattr(layer, name))
-                text = text_format.MessageToString(single).strip()
-                kept.setdefault(index, []).append(caffe_pb2.KeptField(name=name, text=text))
-                layer.ClearField(name)
+    """``net`` (a message of ``schema``) in the built-in schema, field by field by name; each layer keeps its
+    bytes in the fork's schema (blobs left out: the weights are read separately)."""
+    stripped = schema.net_class()
+    stripped.CopyFrom(net)
+    fork_layers = []
+    for layer in stripped.layer:
+        layer.ClearField("blobs")
+        fork_layers.append(layer.SerializeToString())
+    for layer in getattr(stripped, "layers", ()):
+        layer.ClearField("blobs")
+    builtin = caffe_pb2.NetParameter()
     try:
-        builtin = caffe_pb2.NetParameter.FromString(net.SerializeToString())
-    except DecodeError as error:  # cannot happen for a schema without clashes; say so if it does
-        raise CaffeFormatError(f"{source}: cannot be carried into Caffe's schema: {error}") from None
-    for index, fields in kept.items():
-        for field in fields:
-            keep_field(builtin.layer[index], field, source, schema)
+        # Fields only the fork knows are read from the fork's bytes; the built-in reading skips them.
+        text_format.Parse(text_format.MessageToString(stripped), builtin, allow_unknown_field=True)
+    except text_format.ParseError as error:
+        raise CaffeFormatError(f"{source}: the fork's schema and Caffe's disagree on a field's type or values, "
+                               f"so it cannot be read as Caffe's: {error}") from None
+    for layer, fork_layer in zip(builtin.layer, fork_layers):
+        layer.caffe2torch_fork_layer = fork_layer
     return builtin
 
 
 def keep_field(layer: caffe_pb2.LayerParameter, field: caffe_pb2.KeptField, source: str,
                schema: Schema | None) -> None:
     """Keep a field the reading schema could not place in ``layer``: one the built-in schema knows by name
-    is set there too (so built-in converters read it); it stays kept as text where the reading schema
-    knows it as something else, or where no schema knows it."""
+    is set there (a fork's schema may lack a field Caffe has); one no schema knows is kept as text."""
     if field.name in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name:
         try:
             text_format.Merge(field.text, layer, allow_unknown_field=True)
         except text_format.ParseError as error:
             where = f"{source}:{field.line}" if field.line else source
             raise CaffeFormatError(f"{where}: layer {layer.name!r}: {field.name}: {error}") from None
-        if schema is None or field.name not in schema.layer_class.DESCRIPTOR.fields_by_name:
-            return
+        return
     layer.caffe2torch_kept_field.append(field)
 
 
@@ -238,11 +199,16 @@ def layer_param(layer: caffe_pb2.LayerParameter, name: str, schema: Schema | Non
     schema = schema if schema is not None else active_schema()
     kept = {field.name: field for field in layer.caffe2torch_kept_field}
     if schema is not None and name in schema.layer_class.DESCRIPTOR.fields_by_name:
-        typed = schema.layer_class.FromString(layer.SerializeToString())
-        if name in kept:
+        if layer.HasField("caffe2torch_fork_layer"):
+            return getattr(schema.layer_class.FromString(layer.caffe2torch_fork_layer), name)
+        # Read before the schema was named: carried over by name.
+        typed = schema.layer_class()
+        single = caffe_pb2.LayerParameter()
+        if name in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name and layer.HasField(name):
+            getattr(single, name).CopyFrom(getattr(layer, name))
+            text_format.Parse(text_format.MessageToString(single), typed, allow_unknown_field=True)
+        elif name in kept:
             text_format.Merge(kept[name].text, typed)
-        elif name in schema.clashing_layer_fields and layer.HasField(name):  # read before the schema was named
-            getattr(typed, name).MergeFromString(getattr(layer, name).SerializeToString())
         return getattr(typed, name)
     if name in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name:
         return getattr(layer, name)

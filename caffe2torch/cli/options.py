@@ -28,11 +28,12 @@ def _load_plugins(ctx: click.Context, param: click.Parameter, plugins: tuple[str
 
 
 def _use_caffe_proto(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
-    """Read every net of this command with the fork's schema (set as the option is parsed, as plugins are)."""
+    """Read every net of this command with the fork's schema: active from when the option is parsed (as
+    plugins are imported) until the command ends."""
     if path is not None:
-        from caffe2torch.caffe_proto.schema import set_active_schema
+        from caffe2torch.caffe_proto.schema import using_schema
 
-        set_active_schema(path)
+        ctx.with_resource(using_schema(path))
 
 
 _plugins = click.option(

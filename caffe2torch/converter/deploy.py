@@ -89,6 +89,7 @@ class DeployForm:
                 if parameters:
                     layer.python_param.param_str = parameters
             layer.ClearField("caffe2torch_kept_field")
+            layer.ClearField("caffe2torch_fork_layer")
         if not any(kept_texts):
             return text_format.MessageToString(net)
         # Fields no schema here knows go back as the prototxt wrote them, for a runtime whose schema knows them.

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from caffe2torch.caffe_proto import caffe_pb2
 from caffe2torch.caffe_proto.schema import UntypedMessage
 from caffe2torch.converter.layers.common import make
 from caffe2torch.converter.registry import LayerContext, register
@@ -51,10 +50,13 @@ def _given(param: Any, name: str) -> bool:
 
 
 def _is_pspnet(param: Any) -> bool:
-    """Whether a BN layer is PSPNet's: a user's schema (--caffe-proto) decides by its BNParameter having
-    ``var_eps``; the built-in schema, which has both forks' fields, by the layer giving a PSPNet-only field."""
-    if not isinstance(param, UntypedMessage) and param.DESCRIPTOR is not caffe_pb2.BNParameter.DESCRIPTOR:
-        return "var_eps" in param.DESCRIPTOR.fields_by_name
+    """Whether a BN layer is PSPNet's: a user's schema (--caffe-proto) of one fork decides by its BNParameter
+    having ``var_eps`` and not yjxiong's ``slope_filler``; a schema with both forks' fields (the built-in one,
+    or a copy of it) by the layer giving a PSPNet-only field."""
+    if not isinstance(param, UntypedMessage):
+        fields = param.DESCRIPTOR.fields_by_name
+        if "var_eps" not in fields or "slope_filler" not in fields:
+            return "var_eps" in fields
     return any(_given(param, name) for name in PSPNET_ONLY_FIELDS)
 
 
