@@ -135,8 +135,8 @@ def test_model_py_holds_library_files_whole_and_no_caffe2torch_name() -> None:
     code = generate_code(model)
     tree = ast.parse(code)
     top_level = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert top_level == ["from __future__ import annotations", "import torch", "import torch.nn.functional as F",
-                         "from torch import nn"]
+    assert top_level == ["from __future__ import annotations", "import math", "import torch",
+                         "import torch.nn.functional as F", "from torch import nn"]
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not [module for module in imported if module.split(".")[0] == "caffe2torch"]

@@ -18,6 +18,7 @@ from caffe2torch.modules.pooling import Pooling, average_divisors, caffe_pool2d,
 from caffe2torch.modules.reduction import ArgMax, Reduction, caffe_top_k
 from caffe2torch.modules.resize import Interp, Upsample
 from caffe2torch.modules.scale import Bias, Scale
+from caffe2torch.modules.shapes import axis_index, check_channels, check_same_shapes
 from caffe2torch.modules.shape import Concat, Crop, CropCenter, Flatten, Reshape, Silence, Slice, Split, Tile
 from caffe2torch.modules.shuffle import Reorg, ShuffleChannel
 from caffe2torch.modules.softmax import Softmax
@@ -27,6 +28,8 @@ __all__ = [
     "Exp", "Flatten", "InnerProduct", "LRN", "Log", "MVN", "NormalizedRGBToCaffe", "PReLU", "Pooling", "Power",
     "ReLU", "Reduction", "Reshape", "Scale", "SelectClasses", "Silence", "Slice", "Softmax", "Split", "Swish",
     "Threshold", "Tile", "average_divisors", "caffe_pool2d", "caffe_top_k", "pooled_size",
+    # the checks of the modules' output_shapes rules
+    "axis_index", "check_channels", "check_same_shapes",
     # the SSD fork's layers
     "DetectionOutput", "Normalize", "Permute", "PriorBox",
     # the fork layers (YOLO, DeepLab, ShuffleNet, PSPNet, waifu2x, MobileNet)

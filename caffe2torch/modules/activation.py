@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caffe2torch.modules.shapes import check_channels
+
 
 class ReLU(nn.Module):
     """``max(x, 0) + negative_slope * min(x, 0)``."""
@@ -13,6 +15,9 @@ class ReLU(nn.Module):
     def __init__(self, negative_slope: float) -> None:
         super().__init__()
         self.negative_slope = negative_slope
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.negative_slope == 0:
@@ -27,6 +32,9 @@ class ReLU6(nn.Module):
     def __init__(self, negative_slope: float) -> None:
         super().__init__()
         self.negative_slope = negative_slope
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.negative_slope == 0:
@@ -43,6 +51,9 @@ class PReLU(nn.Module):
         # Caffe's shared slope is a blob with no axes (shape []), not [1].
         self.weight = nn.Parameter(torch.empty(() if channel_shared else (channels,)))
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [check_channels(input_shapes[0], None if self.channel_shared else self.weight.shape[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slope = self.weight if self.channel_shared else self.weight.reshape(-1, *([1] * (x.dim() - 2)))
         return torch.clamp_min(x, 0) + slope * torch.clamp_max(x, 0)
@@ -55,11 +66,17 @@ class ELU(nn.Module):
         super().__init__()
         self.alpha = alpha
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp_min(x, 0) + self.alpha * (torch.exp(torch.clamp_max(x, 0)) - 1)
 
 
 class AbsVal(nn.Module):
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.abs(x)
 
@@ -75,6 +92,9 @@ class Power(nn.Module):
     def __init__(self, power: float, scale: float, shift: float) -> None:
         super().__init__()
         self.power, self.scale, self.shift = power, scale, shift
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.power == 0:
@@ -99,6 +119,9 @@ class Exp(nn.Module):
         super().__init__()
         self.inner_scale, self.outer_scale = inner_scale, outer_scale
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.exp(x if self.inner_scale == 1 else x * self.inner_scale)
         return y if self.outer_scale == 1 else y * self.outer_scale
@@ -111,6 +134,9 @@ class Log(nn.Module):
         super().__init__()
         self.scale, self.shift, self.base_scale = scale, shift, base_scale
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x if self.scale == 1 else x * self.scale
         y = torch.log(y if self.shift == 0 else y + self.shift)
@@ -119,6 +145,9 @@ class Log(nn.Module):
 
 class BNLL(nn.Module):
     """``log(1 + exp(x))`` in Caffe's overflow-safe form: ``x + log(1 + exp(-x))`` for x > 0."""
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x > 0, x + torch.log1p(torch.exp(-x)), torch.log1p(torch.exp(x)))
@@ -131,6 +160,9 @@ class Threshold(nn.Module):
         super().__init__()
         self.threshold = threshold
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x > self.threshold).to(x.dtype)
 
@@ -142,6 +174,9 @@ class Clip(nn.Module):
         super().__init__()
         self.low, self.high = low, high
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x, self.low, self.high)
 
@@ -152,6 +187,9 @@ class Swish(nn.Module):
     def __init__(self, beta: float) -> None:
         super().__init__()
         self.beta = beta
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(x if self.beta == 1 else x * self.beta)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from caffe2torch.modules.shapes import check_channels
+
 
 class BatchNorm(nn.Module):
     """``(x - mean) / sqrt(var + eps)`` per channel (axis 1), in Caffe's order of float operations.
@@ -20,6 +22,9 @@ class BatchNorm(nn.Module):
         self.eps, self.use_global_stats = eps, use_global_stats
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("var", torch.ones(channels))
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [check_channels(input_shapes[0], self.mean.shape[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         view = (1, -1) + (1,) * (x.dim() - 2)
@@ -53,6 +58,9 @@ class BN(nn.Module):
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("var", torch.ones(channels))
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [check_channels(input_shapes[0], self.mean.shape[0])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         view = (1, -1) + (1,) * (x.dim() - 2)
         inverse_std = torch.pow(self.var + self.eps, -0.5)
@@ -74,6 +82,14 @@ class PSPNetBN(BN):
         if axis not in (1, 2):
             raise ValueError(f"axis must be 1 or 2, got {axis}")
         self.moving_average, self.axis = moving_average, axis
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The input's shape; its channels at ``axis`` of the input seen as 4-D (missing axes 1)."""
+        shape = tuple(input_shapes[0])
+        if len(shape) > 4:
+            raise ValueError(f"needs at most 4 axes (the fork reads num/channels/height/width), got {list(shape)}")
+        check_channels(shape + (1,) * (4 - len(shape)), self.mean.shape[0], self.axis)
+        return [shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

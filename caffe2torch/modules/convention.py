@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from caffe2torch.modules.shapes import check_channels
+
 
 class NormalizedRGBToCaffe(nn.Module):
     """Turn a torchvision-style input (RGB in [0, 1], then ``(x - mean) / std``) into the pixels a Caffe
@@ -22,6 +24,12 @@ class NormalizedRGBToCaffe(nn.Module):
         self.register_buffer("weight", torch.ones(channels))
         self.register_buffer("bias", torch.zeros(channels))
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = check_channels(input_shapes[0], self.weight.shape[0])
+        if len(shape) != 4:
+            raise ValueError(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
+        return [shape]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reverse_channels:
             x = x.flip(1)
@@ -34,6 +42,10 @@ class SelectClasses(nn.Module):
     def __init__(self, classes: int) -> None:
         super().__init__()
         self.register_buffer("index", torch.arange(classes))
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = check_channels(input_shapes[0], None)
+        return [(shape[0], self.index.shape[0], *shape[2:])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, self.index)

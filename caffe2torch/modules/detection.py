@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from caffe2torch.modules.shapes import check_channels
+
 FLT_MAX = 3.4028234663852886e38  # Caffe's -FLT_MAX is DetectionOutput's "no confidence threshold"
 BOX_CODES = ("CORNER", "CENTER_SIZE", "CORNER_SIZE")  # PriorBoxParameter.CodeType 1, 2, 3
 
@@ -38,6 +40,12 @@ class Permute(nn.Module):
     def __init__(self, order: tuple[int, ...]) -> None:
         super().__init__()
         self.order = order
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = tuple(input_shapes[0])
+        if sorted(self.order) != list(range(len(shape))):
+            raise ValueError(f"order {list(self.order)} is not a permutation of the {len(shape)} axes of the input")
+        return [tuple(shape[axis] for axis in self.order)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute(self.order).contiguous()
@@ -101,6 +109,15 @@ class PriorBox(nn.Module):
     def num_priors(self) -> int:
         return len(self.box_sizes)
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """1 x 2 x (H * W * priors * 4), H x W the feature map's (Caffe's legacy height and width)."""
+        feature, image = input_shapes
+        for what, shape in (("the feature map", feature), ("the image", image)):
+            if len(shape) > 4:
+                raise ValueError(f"{what} has shape {list(shape)}: at most 4 axes (num/channels/height/width)")
+        layer_h, layer_w = legacy_height_width(feature)
+        return [(1, 2, layer_h * layer_w * self.num_priors * 4)]
+
     def forward(self, feature: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         layer_h, layer_w = legacy_height_width(feature.shape)
         img_h, img_w = self.img_size if self.img_size is not None else legacy_height_width(image.shape)
@@ -141,6 +158,12 @@ class Normalize(nn.Module):
         super().__init__()
         self.across_spatial, self.channel_shared, self.eps = across_spatial, channel_shared, eps
         self.weight = nn.Parameter(torch.ones(() if channel_shared else (channels,)))
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = check_channels(input_shapes[0], None if self.channel_shared else self.weight.shape[0])
+        if len(shape) > 4:
+            raise ValueError(f"needs 2 to 4 axes (num/channels/height/width), got shape {list(shape)}")
+        return [shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], x.shape[1], -1)
@@ -288,7 +311,7 @@ class DetectionOutput(nn.Module):
 
     def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor,
                 *ignored: torch.Tensor) -> torch.Tensor:
-        if loc.is_meta:  # shape-only passes (MAC counts): no data to decide on, so the declared bound
+        if loc.is_meta:  # a meta run of a model holding it: no data to decide on, so the declared bound
             shapes = [tuple(t.shape) for t in (loc, conf, prior)]
             return torch.empty(self.output_shapes(shapes)[0], dtype=loc.dtype, device=loc.device)
         batch = loc.shape[0]

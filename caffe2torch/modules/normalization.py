@@ -24,6 +24,14 @@ class LRN(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.across_channels = across_channels
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = tuple(input_shapes[0])
+        if len(shape) != 4:
+            raise ValueError(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
+        if self.size < 1 or not self.across_channels and self.size % 2 == 0:
+            raise ValueError(f"local_size {self.size} must be odd")
+        return [shape]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre_pad = (self.size - 1) // 2
         square = x * x
@@ -47,6 +55,9 @@ class MVN(nn.Module):
     def __init__(self, normalize_variance: bool, across_channels: bool, eps: float) -> None:
         super().__init__()
         self.normalize_variance, self.across_channels, self.eps = normalize_variance, across_channels, eps
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Caffe views the blob as num x dim: num = N (across channels) or N * C; a 1- or 2-D input gives

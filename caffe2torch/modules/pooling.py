@@ -89,6 +89,22 @@ class Pooling(nn.Module):
         self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
         self.global_pooling, self.round_up = global_pooling, round_up
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Caffe's PoolingLayer::Reshape: the last two axes pooled (to 1 x 1 with ``global_pooling``)."""
+        shape = tuple(input_shapes[0])
+        if self.global_pooling:
+            if len(shape) < 2:
+                raise ValueError(f"needs at least 2 axes, got shape {list(shape)}")
+            return [(*shape[:-2], 1, 1)]
+        if len(shape) not in (3, 4):
+            raise ValueError(f"pooling needs a 4-D input, got shape {list(shape)}")
+        sizes = tuple(pooled_size(size, k, s, p, self.round_up)
+                      for size, k, s, p in zip(shape[-2:], self.kernel, self.stride, self.pad))
+        if any(size < 1 for size in sizes):
+            raise ValueError(f"kernel {tuple(self.kernel)} is larger than the input {list(shape[-2:])} padded by "
+                             f"{tuple(self.pad)}")
+        return [(*shape[:-2], *sizes)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_pooling:
             if self.method == "MAX":

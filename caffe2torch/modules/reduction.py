@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from caffe2torch.modules.shapes import axis_index
 
 
 def caffe_top_k(x: torch.Tensor, dim: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,6 +34,20 @@ class ArgMax(nn.Module):
         super().__init__()
         self.top_k, self.out_max_val, self.axis = top_k, out_max_val, axis
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """``top_k`` in place of ``axis``; without one, N x (1 or 2) x top_k padded with 1s to the input's axes."""
+        shape = tuple(input_shapes[0])
+        if self.axis is not None:
+            axis = axis_index(self.axis, len(shape))
+            if self.top_k > shape[axis]:
+                raise ValueError(f"top_k {self.top_k} exceeds the {shape[axis]} values of axis {axis}")
+            return [(*shape[:axis], self.top_k, *shape[axis + 1:])]
+        if not shape:
+            raise ValueError("needs at least 1 axis")
+        if self.top_k > math.prod(shape[1:]):
+            raise ValueError(f"top_k {self.top_k} exceeds the {math.prod(shape[1:])} values of each sample")
+        return [(shape[0], 2 if self.out_max_val else 1, self.top_k, *([1] * (len(shape) - 3)))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.axis is not None:
             values, indices = caffe_top_k(x, self.axis, self.top_k)
@@ -46,6 +64,11 @@ class Reduction(nn.Module):
     def __init__(self, operation: str, axis: int, coeff: float) -> None:
         super().__init__()
         self.operation, self.axis, self.coeff = operation, axis, coeff
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The axes before ``axis`` (none: a scalar)."""
+        shape = tuple(input_shapes[0])
+        return [shape[:axis_index(self.axis, len(shape))]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(*x.shape[:self.axis], -1)

@@ -20,6 +20,15 @@ class Upsample(nn.Module):
         super().__init__()
         self.scale_h, self.scale_w, self.out_h, self.out_w = scale_h, scale_w, out_h, out_w
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = tuple(input_shapes[0])
+        if len(shape) != 4:
+            raise ValueError(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
+        n, c, h, w = shape
+        if self.out_h:
+            return [(n, c, self.out_h, self.out_w)]
+        return [(n, c, h * self.scale_h, w * self.scale_w)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         if self.out_h:
@@ -64,6 +73,29 @@ class Interp(nn.Module):
         if self.rule in ("zoom", "shrink_zoom"):
             out_h, out_w = out_h + (out_h - 1) * (self.zoom_factor - 1), out_w + (out_w - 1) * (self.zoom_factor - 1)
         return out_h, out_w
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """N x C x the size of ``rule`` (for ``"reference"``, the second input's height and width)."""
+        shape = tuple(input_shapes[0])
+        if len(shape) != 4:
+            raise ValueError(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
+        if self.pad_beg > 0 or self.pad_end > 0:
+            raise ValueError(f"pad_beg {self.pad_beg} and pad_end {self.pad_end} must not be positive: they only crop")
+        in_h, in_w = shape[2] + self.pad_beg + self.pad_end, shape[3] + self.pad_beg + self.pad_end
+        if in_h < 1 or in_w < 1:
+            raise ValueError(f"pad_beg {self.pad_beg} and pad_end {self.pad_end} crop the {shape[2]} x {shape[3]} "
+                             f"input to nothing")
+        if len(input_shapes) > 1:
+            reference = tuple(input_shapes[1])
+            if len(reference) != 4:
+                raise ValueError(f"the second input must be 4-D (its height and width give the output size), "
+                                 f"got shape {list(reference)}")
+            size = reference[2], reference[3]
+        elif self.rule == "reference":
+            raise ValueError("the output size is the second input's, and there is none")
+        else:
+            size = self.output_size(in_h, in_w)
+        return [(shape[0], shape[1], *size)]
 
     def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         if self.pad_beg or self.pad_end:

@@ -17,6 +17,14 @@ class ShuffleChannel(nn.Module):
         super().__init__()
         self.group = group
 
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = tuple(input_shapes[0])
+        if len(shape) < 2:
+            raise ValueError(f"needs at least 2 axes (N x C ...), got shape {list(shape)}")
+        if self.group < 1 or shape[1] % self.group:
+            raise ValueError(f"group {self.group} does not divide the {shape[1]} channels")
+        return [shape + (1,) * (4 - len(shape))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], x.shape[1]
         shuffled = x.reshape(n, self.group, c // self.group, -1).transpose(1, 2)
@@ -37,6 +45,18 @@ class Reorg(nn.Module):
     def __init__(self, stride: int, reverse: bool) -> None:
         super().__init__()
         self.stride, self.reverse = stride, reverse
+
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        shape = tuple(input_shapes[0])
+        if len(shape) != 4:
+            raise ValueError(f"needs a 4-D input (N x C x H x W), got shape {list(shape)}")
+        n, c, h, w = shape
+        s = self.stride
+        if s < 1 or c % (s * s) or not self.reverse and (h % s or w % s):
+            raise ValueError(f"stride {s} must divide the height {h} and width {w}, and its square the {c} channels")
+        if self.reverse:
+            return [(n, c // (s * s), h * s, w * s)]
+        return [(n, c * s * s, h // s, w // s)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
