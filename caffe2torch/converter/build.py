@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import builtins
-import contextlib
 import copy
 import functools
 import keyword
 import operator
 import re
 import types
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import fx, nn
 
+from caffe2torch.converter import shapes
 from caffe2torch.converter.graph import Layer, NetGraph, Shape, shape_problem
 from caffe2torch.converter.registry import LayerContext, check_counts, get_converter
 from caffe2torch.errors import Caffe2TorchError, ConversionError
@@ -97,37 +97,11 @@ class Identifiers:
         return ident
 
 
-@contextlib.contextmanager
-def on_meta(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` with every parameter and buffer swapped for a meta tensor of the same shape, for running
-    it without computing anything (cheaper than torch.func.functional_call, whose import costs seconds)."""
-    saved = []
-    for sub in module.modules():
-        for store in (sub._parameters, sub._buffers):
-            for key, tensor in store.items():
-                if tensor is not None:
-                    saved.append((store, key, tensor))
-                    store[key] = torch.empty_like(tensor, device="meta")
-    try:
-        yield module
-    finally:
-        for store, key, tensor in saved:
-            store[key] = tensor
-
-
 def _infer_shapes(module: nn.Module, input_shapes: Sequence[Shape]) -> list[Shape]:
-    """Output shapes of ``module`` found by running it on meta tensors (no data is computed).
-
-    A module whose output shape depends on the data (DetectionOutput's number of detections) says its
-    shape itself, with an ``output_shapes(input_shapes)`` method: meta tensors hold no data to decide on."""
-    rule = getattr(module, "output_shapes", None)
-    if rule is not None:
-        return [tuple(int(d) for d in shape) for shape in rule(list(input_shapes))]
-    inputs = tuple(torch.empty(shape, device="meta") for shape in input_shapes)
-    with on_meta(module), torch.no_grad():
-        result = module(*inputs)
-    results = result if isinstance(result, tuple) else (result,)
-    return [tuple(r.shape) for r in results]
+    """Output shapes of ``module`` by its rule (see .shapes: integer arithmetic, as Caffe's Reshape; no tensor
+    is made).  Only a user's module without a rule is run on meta tensors, whose first op in a process costs
+    seconds of imports."""
+    return shapes.output_shapes(module, input_shapes)
 
 
 def _layer_error(layer: Layer, message: str) -> ConversionError:
@@ -156,11 +130,13 @@ def _convert_layer(layer: Layer, input_shapes: list[Shape], weights: Mapping[str
         raise AssertionError(f"converter of {layer.type} left tensors on the meta device")
     try:
         top_shapes = _infer_shapes(module, ctx.input_shapes)
-    except Caffe2TorchError:
+    except (Caffe2TorchError, shapes.MissingShapeRule):
         raise
-    except Exception as error:  # torch's own message says which dimension disagrees
+    except Exception as error:  # a rule's ValueError says what is wrong; torch's own message which dimension
         shown = ", ".join(str(list(s)) for s in ctx.input_shapes)
-        raise _layer_error(layer, f"cannot run on inputs of shape {shown}: {_describe(error)}") from error
+        ruled = type(error) is ValueError and shapes.shape_rule(module) is not None
+        reason = str(error) if ruled else _describe(error)
+        raise _layer_error(layer, f"cannot run on inputs of shape {shown}: {reason}") from error
     if len(top_shapes) != len(layer.tops):
         raise _layer_error(layer, f"makes {len(top_shapes)} output(s) but has {len(layer.tops)} top(s)")
     for top, shape in zip(layer.top_blobs, top_shapes):

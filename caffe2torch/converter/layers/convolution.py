@@ -9,17 +9,10 @@ from torch import nn
 
 from caffe2torch.converter.layers.common import canonical_axis, make, spatial_values
 from caffe2torch.converter.registry import LayerContext, register
+from caffe2torch.converter.shapes import conv_output_size
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-
-
-def _output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, transposed: bool) -> int:
-    """Caffe's BaseConvolutionLayer::compute_output_shape for one axis (as torch computes it)."""
-    extent = dilation * (kernel - 1) + 1
-    if transposed:
-        return stride * (size - 1) + extent - 2 * pad
-    return (size + 2 * pad - extent) // stride + 1
 
 
 def _geometry(ctx: LayerContext, transposed: bool) -> dict:
@@ -47,7 +40,7 @@ def _geometry(ctx: LayerContext, transposed: bool) -> dict:
         raise ctx.error(f"stride {stride} and dilation {dilation} must be positive")
     if p.num_output < 1:
         raise ctx.error(f"num_output must be positive, got {p.num_output}")
-    if any(_output_size(*axis, transposed) < 1 for axis in zip(shape[2:], kernel, stride, pad, dilation)):
+    if any(conv_output_size(*axis, transposed) < 1 for axis in zip(shape[2:], kernel, stride, pad, dilation)):
         raise ctx.error(f"kernel {kernel}, stride {stride}, pad {pad} and dilation {dilation} leave no output "
                         f"for an input of {list(shape[2:])}")
     channels = shape[1]
