@@ -296,6 +296,8 @@ def _random_scalar(field, rng: random.Random):
         return rng.choice([0.0, 1.0, -1.0, 0.5, 2.0, 1e-12, 1e30, float("nan"), float("inf"), -3.0])
     if field.type == FD.TYPE_STRING:
         return rng.choice(HOSTILE_NAMES[:6])
+    if field.type == FD.TYPE_BYTES:
+        return rng.choice(HOSTILE_NAMES[:6]).encode("utf-8", "surrogatepass")
     small = [0, 1, 1, 2, 2, 3, 4, 5, 8, 16, 100]
     if field.type in (FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64):
         return rng.choice(small + [2**31, 2**32 - 1])
