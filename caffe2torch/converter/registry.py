@@ -13,6 +13,11 @@ built-in ``Axpy`` is registered::
 
 A fork layer's parameters are read with ``ctx.param("my_scale_param")``: typed when the fork's caffe.proto
 is given (``--caffe-proto``), else as the prototxt spells them.
+
+The converter learns the module's output shapes from its ``output_shapes(self, input_shapes)`` method, a list
+of shapes from the list of input shapes (every built-in module has one: see caffe2torch.converter.shapes); a
+module without one is run once on meta tensors instead, which costs seconds of torch's imports the first
+time in a process.
 """
 
 from __future__ import annotations
