@@ -48,6 +48,7 @@ from caffe2torch.caffe_proto.wire import (
 from caffe2torch.errors import CaffeFormatError, InputError, ResourceLimitError
 from caffe2torch.files import atomic_output
 from caffe2torch.limits import charge, memory_budget
+from caffe2torch.mapped import map_file, release_range
 
 __all__ = ["Weights", "is_hdf5", "read_weights", "read_blob", "write_caffemodel", "write_hdf5"]
 
@@ -91,7 +92,9 @@ class Weights(Mapping[str, list[np.ndarray]]):
     """Layer name -> that layer's blobs (float32, Caffe's shapes), in file order.
 
     Arrays read from a binary caffemodel are read-only views of the memory-mapped file: do not
-    modify or truncate the file while they are alive (``np.array(blob)`` makes an independent copy).
+    modify or truncate the file while they are alive (``np.array(blob)`` makes an independent copy;
+    ``caffe2torch.mapped.copy_into`` one that reads the file instead, leaving no page of it resident,
+    which is how the converter copies blobs into parameters).
 
     Attributes: ``path``; ``net``, the NetParameter stored with the weights with blob payloads
     removed, upgraded to current form (for HDF5, which stores no net, just the layer names);
@@ -164,7 +167,7 @@ def _map_file(path: Path) -> mmap.mmap:
         with open(path, "rb") as file:
             if os.fstat(file.fileno()).st_size == 0:
                 raise CaffeFormatError(f"{path}: empty file, not a Caffe model")
-            return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            return map_file(file.fileno())
     except OSError as error:
         raise CaffeFormatError(f"{path}: cannot read: {error.strerror or error}") from None
 
@@ -251,6 +254,9 @@ class _CaffemodelReader:
                     raise ResourceLimitError(f"{where}: {error}") from None
             # A name given twice: Caffe copies both in turn, so the later one is what stays.
             blobs[name] = arrays
+        # The scan touched the layers' headers (and the kernel mapped the pages around them), copies touched
+        # unpacked and double_data blobs: give those pages back. The views stay valid, mapping pages as used.
+        release_range(self.mapped)
         return Weights(self.path, blobs, net, layer_types)
 
     def _error(

@@ -41,6 +41,7 @@ from torch import nn
 
 from caffe2torch.errors import ConversionError, InputError
 from caffe2torch.limits import charge
+from caffe2torch.mapped import copy_into
 
 Shape = tuple[int, ...]
 Converter = Callable[["LayerContext"], nn.Module]
@@ -227,8 +228,13 @@ class LayerContext:
             legacy = (1,) * (4 - len(shape)) + shape if len(shape) <= 4 else None
             if found.ndim != 4 or tuple(found.shape) != legacy:
                 raise self.error(f"blob {index} has shape {list(found.shape)}, expected {list(shape)}")
-        charge(4 * math.prod(shape), what)  # the float32 copy below
-        return torch.from_numpy(np.array(found, dtype=np.float32, copy=True).reshape(shape))
+        charge(4 * math.prod(shape), what)  # the float32 copy below, the only one
+        # Straight into the tensor's own memory, converted to float32 on the way; a view of a memory-mapped
+        # caffemodel (as read_weights gives them) is read from the file, so that none of the file's pages stay
+        # resident beside the copy while the file is mapped.
+        tensor = torch.empty(shape, dtype=torch.float32)
+        copy_into(tensor.numpy(), found)
+        return tensor
 
     def check_all_blobs_used(self) -> None:
         if self.blobs is not None and len(self.blobs) != len(self.used_blobs):
