@@ -560,8 +560,12 @@ def test_a_users_subclass_that_keeps_forward_keeps_the_rule() -> None:
     class Named(library.ReLU):
         pass
 
-    assert shapes.shape_rule(Named(0.0)) is not None
+    class Padded(nn.Conv2d):  # may compute otherwise through _conv_forward: torch's rule is not taken for it
+        pass
+
+    assert shapes.shape_rule(Named(0.0)) is not None and shapes.shape_rule(nn.Conv2d(1, 1, 1)) is not None
     assert shapes.shape_rule(Stretched(0.0)) is None and shapes.shape_rule(Doubles()) is None
+    assert shapes.shape_rule(Padded(1, 1, 1)) is None
 
 
 # --- the load path imports no meta machinery ------------------------------------------------------------------

@@ -66,7 +66,7 @@ def _single(module: nn.Module, input_shapes: list[Shape]) -> Shape:
     return tuple(input_shapes[0])
 
 
-# torch's own classes the converters build, each with its rule; a subclass that overrides forward gets none.
+# torch's own classes the converters build, each with its rule (a subclass of one gets none).
 TORCH_RULES: dict[type, Callable[[nn.Module, list[Shape]], list[Shape]]] = {
     **{cls: _convolution_rule for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d,
                                           nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
@@ -89,16 +89,16 @@ def shape_rule(module: nn.Module) -> Rule | None:
     """``module``'s output-shape rule, or None when it has none.
 
     Its class's ``output_shapes`` method, when that is defined at least as far down the class hierarchy as
-    ``forward`` (a subclass that computes differently must state its own rule); else the rule of the torch
-    class it is, when it does not override that class's ``forward``."""
+    ``forward`` (a subclass that computes differently must state its own rule); else the rule here of the
+    torch class it is (exactly: a subclass may compute otherwise through any of that class's methods)."""
     cls = type(module)
     forward_owner = _defining_class(cls, "forward")
     rule_owner = _defining_class(cls, "output_shapes")
     if rule_owner is not None and forward_owner is not None and issubclass(rule_owner, forward_owner) \
             and callable(vars(rule_owner)["output_shapes"]):
         return module.output_shapes
-    if forward_owner in TORCH_RULES:
-        torch_rule = TORCH_RULES[forward_owner]
+    if cls in TORCH_RULES:
+        torch_rule = TORCH_RULES[cls]
         return lambda input_shapes: torch_rule(module, input_shapes)
     return None
 
