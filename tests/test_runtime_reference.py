@@ -15,12 +15,14 @@ import pytest
 
 from caffe2torch.caffe_proto import parse_prototxt, write_hdf5
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.reference import (AXPY_TYPE, OPENCV_LAYER_TYPES, STAND_INS, opencv_forward, parse_parameters,
-                                           standin_type, standins_registered)
+from caffe2torch.runtime.reference import (AXPY_TYPE, OPENCV_LAYER_TYPES, PSPNET_BN_FIELDS, STAND_INS, opencv_forward,
+                                           parse_parameters, standin_type, standins_registered)
 from tests.conftest import shared_path
 from tests.test_converter_layers import conv_ref, input_layers, layer, rand
+from tests.test_detection_layers import detection_layer, detection_output_ref, opencv_rows, ssd_inputs
 from tests.test_fork_layers import (bn_blobs, bn_ref, crop_center_ref, depthwise_ref, interp_ref, interp_size_ref,
-                                    relu6_ref, reorg_ref, shuffle_channel_ref, upsample_ref, yolo_upsample_ref)
+                                    pspnet_blobs, pspnet_bn_ref, relu6_ref, reorg_ref, shuffle_channel_ref,
+                                    upsample_ref, yolo_upsample_ref)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -179,6 +181,149 @@ def test_bn_stand_in(legacy_2d: bool) -> None:
     np.testing.assert_allclose(result, bn_ref(x, *(blob.reshape(-1) for blob in blobs), 1e-3), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("moving_average", [True, False])
+@pytest.mark.parametrize("var_eps", [None, 1e-3])
+@pytest.mark.parametrize("shape, axis", [((2, 3, 4, 5), 1), ((2, 3, 4, 5), 2), ((3, 4, 5), 2), ((4, 3), 1)])
+def test_pspnet_bn_stand_in(moving_average: bool, var_eps: float | None, shape: tuple[int, ...], axis: int) -> None:
+    """hszhao/PSPNet's BN (a layer giving one of its own fields): var_eps (default 1e-10) on the variance, eps
+    unused; the stored statistics with moving_average, the batch's own without; per index of ``axis``."""
+    x = rand(*shape, seed=20) * 2 + 0.5
+    channels = (shape + (1,) * (4 - len(shape)))[axis]
+    blobs = pspnet_blobs(channels, seed=21, axis=axis)
+    fields = [f"moving_average: {str(moving_average).lower()}", f"axis: {axis}", "eps: 0.5"]  # eps: never read
+    if var_eps is not None:
+        fields.append(f"var_eps: {var_eps}")
+    params = "bn_param { " + " ".join(fields) + " }"
+    result = fork_layer("BN", params, {"data": x}, {"l": blobs})
+    expected = pspnet_bn_ref(x, *(blob.reshape(-1) for blob in blobs), 1e-10 if var_eps is None else var_eps,
+                             moving_average, axis)
+    assert result.shape == x.shape
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+    if not moving_average:  # the batch's own statistics: the stored ones play no part, and need not be there
+        np.testing.assert_array_equal(fork_layer("BN", params, {"data": x}, {"l": blobs[:2]}), result)
+
+
+def test_stand_in_outputs_of_three_axes_keep_them() -> None:
+    """OpenCV would read a 3-D numpy output as a 2-D image of channels (and refuse it as the wrong size)."""
+    x, blobs = rand(2, 4, 5, seed=19), bn_blobs(4, seed=9)
+    result = fork_layer("BN", "bn_param { eps: 0.001 }", {"data": x}, {"l": blobs})
+    np.testing.assert_allclose(result, bn_ref(x, *(blob.reshape(-1) for blob in blobs), 1e-3), rtol=1e-6, atol=1e-6)
+
+
+def test_pspnet_bn_stand_in_adds_var_eps_not_eps() -> None:
+    """PSPNet's published nets (moving_average: true, no var_eps) on a stored variance of 1e-6: 1e-10 is added,
+    +-0.99995; yjxiong's eps 1e-5 would give +-0.30151.  moving_average false: [1, 3] normalised to [-1, 1]."""
+    x = np.array([0.001, -0.001], np.float32).reshape(1, 1, 1, 2)
+    blobs = [np.array(v, np.float32).reshape(1, 1, 1, 1) for v in (1.0, 0.0, 0.0, 1e-6)]
+    pspnet = fork_layer("BN", "bn_param { moving_average: true }", {"data": x}, {"l": blobs})
+    np.testing.assert_allclose(pspnet.reshape(-1), [0.99995, -0.99995], rtol=1e-6)
+    yjxiong = fork_layer("BN", "bn_param { eps: 1e-5 }", {"data": x}, {"l": blobs})
+    np.testing.assert_allclose(yjxiong.reshape(-1), [0.30151, -0.30151], rtol=1e-4)
+    batch = fork_layer("BN", "bn_param { moving_average: false }", {"data": np.array([[[[1, 3]]]], np.float32)},
+                       {"l": blobs[:2]})
+    np.testing.assert_allclose(batch.reshape(-1), [-1, 1], rtol=1e-6)
+
+
+def test_pspnet_bn_fields_are_the_converters() -> None:
+    """The stand-in tells the forks apart by the same fields as the converter."""
+    from caffe2torch.converter.layers.batch_norm import PSPNET_ONLY_FIELDS
+
+    assert PSPNET_BN_FIELDS == PSPNET_ONLY_FIELDS
+
+
+@pytest.mark.parametrize("params, stride, pad, dilation, group, bias", [
+    ("num_output: 4 kernel_size: 3 pad: 2 hole: 2", (1, 1), (2, 2), (2, 2), 1, True),
+    ("num_output: 1 kernel_size: 3 pad: 4 hole: 4 bias_term: false", (1, 1), (4, 4), (4, 4), 1, False),
+    ("num_output: 4 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 3 hole_h: 2 hole_w: 3 stride: 2", (2, 2), (1, 3),
+     (2, 3), 1, True),
+    ("num_output: 4 group: 2 kernel_size: 3 stride_h: 2 stride_w: 1 hole: 1", (2, 1), (0, 0), (1, 1), 2, True),
+])
+def test_hole_convolution_is_opencvs_dilated_convolution(params: str, stride: tuple[int, int],
+                                                         pad: tuple[int, int], dilation: tuple[int, int], group: int,
+                                                         bias: bool) -> None:
+    """OpenCV has no HoleConvolution: it gets a Convolution with the taps ``hole`` (hole_h, hole_w) apart as its
+    dilation."""
+    out = 1 if "num_output: 1 " in params else 4
+    kernel = (3, 2) if "kernel_w: 2" in params else (3, 3)
+    x = rand(2, 4, 9, 10, seed=22)
+    w, b = rand(out, 4 // group, *kernel, seed=23), rand(out, seed=24)
+    result = fork_layer("HoleConvolution", f"convolution_param {{ {params} }}", {"data": x},
+                        {"l": [w, b] if bias else [w]})
+    expected = conv_ref(x, w, b if bias else None, stride, pad, dilation, group)
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_hole_convolution_and_axpy_fast_are_handed_over_rewritten(tmp_path: Path) -> None:
+    """In the prototxt OpenCV reads, HoleConvolution is a Convolution whose dilation is the hole, the rest of its
+    parameters kept and its weights found by its name (a binary caffemodel read by OpenCV itself); AxpyFast is
+    the Axpy stand-in's type."""
+    from caffe2torch.caffe_proto import write_caffemodel
+    from caffe2torch.converter.deploy import deploy_form
+    from caffe2torch.runtime.reference import _opencv_deploy
+
+    net = parse_prototxt(input_layers({"a": (1, 2), "x": (1, 2, 5, 5)}) + "\n"
+                         + layer("hole", "HoleConvolution", ["x"], ["hole"],
+                                 "convolution_param { num_output: 2 kernel_size: 3 pad_h: 2 pad_w: 3 "
+                                 "hole_h: 2 hole_w: 3 }")
+                         + "\n" + layer("axpy", "AxpyFast", ["a", "hole", "x"], ["axpy"]))
+    deploy = deploy_form(net)
+    deployed = parse_prototxt(_opencv_deploy(deploy).prototxt(layer_types=OPENCV_LAYER_TYPES))
+    hole, axpy = deployed.layer[1:]
+    assert (hole.type, axpy.type) == ("Convolution", AXPY_TYPE)
+    param = hole.convolution_param
+    assert list(param.dilation) == [2, 3] and (param.pad_h, param.pad_w, param.num_output) == (2, 3, 2)
+    assert not any(param.HasField(name) for name in ("hole", "hole_h", "hole_w"))
+    original = parse_prototxt(deploy.prototxt()).layer[1]  # the deploy form itself is left as it was
+    assert (original.type, original.convolution_param.hole_w, list(original.convolution_param.dilation)) == (
+        "HoleConvolution", 3, [])
+    inputs = {"a": rand(1, 2, seed=29), "x": rand(1, 2, 5, 5, seed=30)}
+    w, b = rand(2, 2, 3, 3, seed=31), rand(2, seed=32)
+    write_caffemodel(net, {"hole": [w, b]}, tmp_path / "hole.caffemodel")
+    result = opencv_forward(net, tmp_path / "hole.caffemodel", inputs, ["hole", "axpy"])
+    hole_ref = conv_ref(inputs["x"], w, b, (1, 1), (2, 3), (2, 3), 1)
+    np.testing.assert_allclose(result["hole"], hole_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(result["axpy"], inputs["a"].reshape(1, 2, 1, 1) * result["hole"] + inputs["x"])
+
+
+@pytest.mark.parametrize("params, message", [
+    ("num_output: 2 kernel_size: 3", "gives no hole"),
+    ("num_output: 2 kernel_size: 3 hole: 2 hole_h: 2 hole_w: 2", "give hole, or hole_h and hole_w"),
+    ("num_output: 2 kernel_size: 3 hole_w: 2", "give hole, or hole_h and hole_w"),
+])
+def test_hole_convolution_without_its_holes_is_refused(params: str, message: str) -> None:
+    """What hole_conv_layer.cpp refuses is not handed to OpenCV (as a Convolution it would run undilated)."""
+    with pytest.raises(InputError, match=f"HoleConvolution 'l'.*{message}"):
+        fork_layer("HoleConvolution", f"convolution_param {{ {params} }}", {"data": rand(1, 2, 6, 6)},
+                   {"l": [rand(2, 2, 3, 3), rand(2)]})
+
+
+@pytest.mark.parametrize("a_shape", [(2, 3), (2, 3, 1, 1)])
+def test_axpy_fast_is_handed_to_the_axpy_stand_in(a_shape: tuple[int, ...]) -> None:
+    """waifu2x-caffe's AxpyFast (OpenCV has none): a * x + y, a the SE gate of N x C (x 1 x 1)."""
+    a, x, y = rand(*a_shape, seed=25), rand(2, 3, 4, 5, seed=26), rand(2, 3, 4, 5, seed=27)
+    result = fork_layer("AxpyFast", "", {"a": a, "x": x, "y": y})
+    np.testing.assert_array_equal(result, a.reshape(2, 3, 1, 1) * x + y)  # exact: one multiply and one add
+
+
+@pytest.mark.parametrize("code_type", ["CORNER", "CENTER_SIZE"])
+def test_detection_output_clip_reaches_opencv(code_type: str) -> None:
+    """OpenCV's own DetectionOutput clip (field 1000 of its schema and ours) is written into the deploy prototxt
+    and OpenCV applies it: its rows are the numpy reference's with clip, and not those without."""
+    inputs = ssd_inputs(2, 4, loc_scale=1.5, seed=28)
+    params = dict(num_classes=4, share_location=True, background_label_id=0, keep_top_k=100,
+                  confidence_threshold=0.05, nms_threshold=0.45, code_type=code_type)
+    for clip in (True, False):
+        net = parse_prototxt(input_layers({name: a.shape for name, a in inputs.items()}) + "\n"
+                             + detection_layer(clip=clip, **params))
+        rows = opencv_rows(opencv_forward(net, {}, inputs, ["det"])["det"])
+        expected = detection_output_ref(inputs["loc"], inputs["conf"], inputs["prior"], clip=clip, **params)[0, 0]
+        assert rows.shape == expected.shape
+        np.testing.assert_array_equal(rows[:, :3], expected[:, :3])
+        np.testing.assert_allclose(rows[:, 3:], expected[:, 3:], rtol=0, atol=1e-6)
+        assert (rows[:, 3:].min() >= 0 and rows[:, 3:].max() <= 1) == clip
+
+
 def test_crop_center_stand_in_gets_every_crop_size() -> None:
     """OpenCV has no CropCenter layer, and reading crop_center_param itself it keeps only the last crop_size."""
     x = rand(3, 4, 6, 7, seed=10)
@@ -290,3 +435,54 @@ def test_cli_compare_passes_on_the_real_fork_models(name: str, files: tuple[str,
     data = json.loads(report.read_text())
     assert data["first_divergence"] is None and f"all {len(data['layers'])} layers agree with opencv" in result.output
     assert fork_types <= {entry["type"] for entry in data["layers"]}
+
+
+PSPNET_WAIFU2X = """
+name: "pspnet_waifu2x"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 10 } } }
+layer { name: "hole" type: "HoleConvolution" bottom: "data" top: "hole"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 2 hole: 2 } }
+layer { name: "bn_batch" type: "BN" bottom: "hole" top: "bn_batch" bn_param { moving_average: false var_eps: 1e-5 } }
+layer { name: "bn_stored" type: "BN" bottom: "bn_batch" top: "bn_stored" bn_param { moving_average: true } }
+layer { name: "bn_axis2" type: "BN" bottom: "bn_stored" top: "bn_axis2"
+        bn_param { moving_average: true axis: 2 var_eps: 0.001 } }
+layer { name: "bn_yjxiong" type: "BN" bottom: "bn_axis2" top: "bn_yjxiong" bn_param { eps: 0.5 } }
+layer { name: "relu" type: "ReLU" bottom: "bn_yjxiong" top: "bn_yjxiong" }
+layer { name: "hole2" type: "HoleConvolution" bottom: "bn_yjxiong" top: "hole2"
+        convolution_param { num_output: 4 kernel_size: 3 pad_h: 1 pad_w: 2 hole_h: 1 hole_w: 2 } }
+layer { name: "pool" type: "Pooling" bottom: "hole2" top: "pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 4 } }
+layer { name: "gate" type: "Sigmoid" bottom: "fc" top: "gate" }
+layer { name: "axpy" type: "AxpyFast" bottom: "gate" bottom: "hole2" bottom: "bn_yjxiong" top: "axpy" }
+layer { name: "pool4" type: "Pooling" bottom: "axpy" top: "pool4" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "gate4" type: "Sigmoid" bottom: "pool4" top: "gate4" }
+layer { name: "axpy4" type: "AxpyFast" bottom: "gate4" bottom: "axpy" bottom: "hole2" top: "axpy4" }
+"""
+
+
+def test_cli_compare_passes_on_pspnet_and_waifu2x_layers(tmp_path: Path) -> None:
+    """A small net of PSPNet's HoleConvolution (hole, hole_h/hole_w) and BN (batch statistics with two blobs, stored
+    ones, var_eps, axis 2) beside yjxiong's BN, and waifu2x's AxpyFast with an N x C and an N x C x 1 x 1 gate:
+    every layer agrees with OpenCV."""
+    from click.testing import CliRunner
+
+    from caffe2torch.caffe_proto import write_caffemodel
+    from caffe2torch.cli import main
+
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(PSPNET_WAIFU2X)
+    weights = {"hole": [rand(4, 3, 3, 3, seed=40), rand(4, seed=41)],
+               "bn_batch": pspnet_blobs(4, seed=42)[:2], "bn_stored": pspnet_blobs(4, seed=43),
+               "bn_axis2": pspnet_blobs(9, seed=44, axis=2), "bn_yjxiong": bn_blobs(4, seed=45),
+               "hole2": [rand(4, 4, 3, 3, seed=46) * 0.3, rand(4, seed=47)],
+               "fc": [rand(4, 4, seed=48) * 0.5, rand(4, seed=49)]}
+    write_caffemodel(parse_prototxt(PSPNET_WAIFU2X), weights, tmp_path / "net.caffemodel")
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["compare", str(prototxt), str(tmp_path / "net.caffemodel"), "--reference",
+                                       "opencv", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["first_divergence"] is None and "all 14 layers agree with opencv" in result.output
+    assert {"BN", "HoleConvolution", "AxpyFast"} <= {entry["type"] for entry in data["layers"]}
+    assert max(entry["max_rel"] for entry in data["layers"]) < 1e-5
+

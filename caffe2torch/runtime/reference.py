@@ -11,9 +11,13 @@ computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
   so registering a correct ``Axpy`` changes nothing.  We hand OpenCV the Axpy layers under the type name
   :data:`AXPY_TYPE`, backed by a Python layer computing ``a * x + y`` in float32.  It is exact: one
   float32 multiply and one add per element, as Caffe and torch do, and it works for any batch size.
+  waifu2x-caffe's ``AxpyFast``, which OpenCV lacks and which computes the same (bottoms a, x, y; ``a`` the
+  SE gate, N x C or N x C x 1 x 1), is handed over under the same name.
 * **Fork layers.**  OpenCV 4.x lacks some layers of the Caffe forks and computes others otherwise than
   the fork that defines them (each checked on a small net, OpenCV 4.14): it has no ``Upsample`` (the
-  YOLOv3 ports), ``BN`` (yjxiong/caffe, PSPNet) or ``CropCenter`` (waifu2x-caffe); it reads
+  YOLOv3 ports), ``BN`` (yjxiong/caffe's, and hszhao/PSPNet's, which shares the type name but not the
+  semantics: a layer giving one of PSPNet's own fields is computed as PSPNet's), ``HoleConvolution``
+  (PSPNet, DeepLab v1) or ``CropCenter`` (waifu2x-caffe); it reads
   yonghenglh6's ``ConvolutionDepthwise`` as a Convolution with the given ``num_output`` and ``group``
   (wrong, or an error, unless both are the channel count; the fork ignores them); its ``ReLU6`` ignores
   eric612's ``relu6_param.negative_slope``; its ``ShuffleChannel`` refuses 2-D and 3-D inputs (the
@@ -27,9 +31,11 @@ computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
   :meth:`caffe2torch.converter.deploy.DeployForm.prototxt`), because OpenCV's own reading of fields its
   schema lacks keeps only the last value of a repeated field (CropCenter's ``crop_size``) and drops minus
   signs (Interp's pads).  eric612's ``DepthwiseConvolution``, which on the CPU is Caffe's Convolution
-  with its parameters as given, is handed over as OpenCV's own ``Convolution``.  The stand-ins are
-  registered only while our call runs (OpenCV's layer registry is process-wide: see
-  :func:`standins_registered`).
+  with its parameters as given, is handed over as OpenCV's own ``Convolution``, and so is
+  ``HoleConvolution``, rewritten as the dilated convolution it is (:func:`_opencv_deploy`).
+  ``DetectionOutput``'s ``clip``, OpenCV's own field (1000 in its schema and ours), reaches OpenCV's
+  DetectionOutput as written.  The stand-ins are registered only while our call runs (OpenCV's layer
+  registry is process-wide: see :func:`standins_registered`).
 * **Fusion.**  With fusion on, OpenCV folds BatchNorm, Scale and activations into the preceding
   convolution.  Asking for the output of a folded layer then returns garbage (the BatchNorm output of a
   fused conv + BatchNorm comes back as NaN), and the net computes with folded weights, not layer by layer
@@ -55,6 +61,7 @@ computes (OpenCV 4.x; the 5.x series dropped the Caffe importer):
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import re
 import tempfile
@@ -86,7 +93,8 @@ def _cv2() -> Any:
 
 # --- Stand-ins: OpenCV Python layers for the layer types OpenCV lacks or computes otherwise (see the module
 # docstring).  OpenCV calls each with (params, blobs), then getMemoryShapes(input shapes) and forward(input
-# arrays); the inputs are float32 arrays and each output is computed in float32, in the fork's order of steps.
+# arrays), which hands the outputs of the stand-in's compute back; the inputs are float32 arrays and each output
+# is computed in float32, in the fork's order of steps.
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}\[\]<>:,;]|[^\s{}\[\]<>:,;"\']+')
 
@@ -150,6 +158,17 @@ class _StandIn:
         self.fields: dict[str, list[Any]] = messages[-1] if messages else {}
         self.blobs = [np.asarray(blob, np.float32) for blob in blobs]
 
+    def forward(self, inputs: list[np.ndarray]) -> list[Any]:
+        """OpenCV's call: :meth:`compute`'s outputs, each as a ``cv2.Mat`` whose axes are all axes (OpenCV
+        reads a plain 3-D array as a 2-D image of channels, whose size is then not the layer's output's)."""
+        mat = getattr(_cv2(), "Mat", None)
+        outputs = self.compute(inputs)
+        return outputs if mat is None else [mat(np.ascontiguousarray(top), wrap_channels=False) for top in outputs]
+
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The layer's outputs, float32 arrays, from its inputs."""
+        raise NotImplementedError
+
     def given(self, name: str) -> bool:
         return bool(self.fields.get(name))
 
@@ -178,7 +197,7 @@ class OpenCVAxpy(_StandIn):
             raise ValueError(f"Axpy bottoms do not fit: a {a}, x {x}, y {y}")
         return [x]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         a, x, y = inputs
         return [a.reshape(a.shape[0], a.shape[1], *([1] * (x.ndim - 2))) * x + y]
 
@@ -209,7 +228,7 @@ class OpenCVUpsample(_StandIn):
         n, c, h, w = inputs[0]
         return [[n, c, *self._output_size(h, w)]]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         height, width = x.shape[2:]
         out_h, out_w = self._output_size(height, width)
@@ -243,7 +262,7 @@ class OpenCVConvolutionDepthwise(_StandIn):
             raise ValueError(f"{self.weight.shape[0]} filters for {c} channels")
         return [[n, c, self._output_size(h, 0), self._output_size(w, 1)]]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         (ph, pw), (sh, sw), (dh, dw) = self.pad, self.stride, self.dilation
         padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -259,31 +278,88 @@ class OpenCVConvolutionDepthwise(_StandIn):
         return [out]
 
 
+# PSPNet's BNParameter fields that yjxiong/caffe's has not (hszhao/PSPNet's caffe.proto): a BN layer giving one of
+# them is PSPNet's; momentum, eps, frozen and engine are in both, so a layer giving only those is read as yjxiong's.
+PSPNET_BN_FIELDS = ("scale_filler", "shift_filler", "var_eps", "moving_average", "decay", "axis")
+
+
 class OpenCVBN(_StandIn):
-    """yjxiong/caffe's and PSPNet's ``BN`` at test time (bn_layer.cpp): blobs slope, bias, mean, variance
-    (1 x C x 1 x 1 or 1 x C), used as stored; ``x - mean``, times ``(variance + eps)^-0.5``, times the
-    slope, plus the bias, each step in float32 (``bn_param.eps``, default 1e-5)."""
+    """The ``BN`` layer of two forks, at test time (bn_layer.cpp); the fork is told by the fields ``bn_param``
+    gives: one of :data:`PSPNET_BN_FIELDS` makes it hszhao/PSPNet's, anything else yjxiong/caffe's.
+
+    yjxiong's: blobs slope, bias, mean, variance (1 x C x 1 x 1 or 1 x C), used as stored; ``x - mean``, times
+    ``(variance + eps)^-0.5``, times the slope, plus the bias, each step in float32 (``eps``, default 1e-5).
+
+    PSPNet's (the CAFFE engine's Forward_cpu): the input seen as its legacy 4-D shape, split at ``axis`` (1 or 2)
+    into outer x channels x inner.  With ``moving_average`` the stored mean and variance (blobs 2 and 3) are used;
+    without it (the fork's default) the batch's own: per (outer, channel) the sum over inner times 1 / inner,
+    then per channel the sum over outer times 1 / outer (the fork's two gemv calls), the variance the same of
+    ``(x - mean)^2``.  Then ``x - mean``, divided by ``(variance + var_eps)^0.5`` (``var_eps``, default 1e-10;
+    ``eps`` is never read), times the scale, plus the shift, each step in float32.  Without moving_average the
+    fork reads only blobs 0 and 1, so two blobs will do."""
 
     message = "bn_param"
 
     def __init__(self, params: dict, blobs: list) -> None:
         super().__init__(params, blobs)
-        if len(self.blobs) != 4:
-            raise ValueError(f"BN needs 4 blobs (slope, bias, mean, variance), got {len(self.blobs)}")
-        self.slope, self.bias, self.mean, self.variance = (blob.reshape(-1) for blob in self.blobs)
-        self.eps = np.float32(self.value("eps", 1e-5))
+        self.pspnet = any(self.given(name) for name in PSPNET_BN_FIELDS)
+        if self.pspnet:
+            self.moving_average = bool(self.value("moving_average", False))
+            self.axis = int(self.value("axis", 1))
+            if self.axis not in (1, 2):
+                raise ValueError(f"PSPNet's BN axis must be 1 or 2, got {self.axis}")
+            self.eps = np.float32(self.value("var_eps", 1e-10))
+            if len(self.blobs) != 4 and (self.moving_average or len(self.blobs) != 2):
+                needed = "4 blobs (scale, shift, mean, variance)" if self.moving_average else "2 or 4 blobs"
+                raise ValueError(f"PSPNet's BN needs {needed}, got {len(self.blobs)}")
+        else:
+            if len(self.blobs) != 4:
+                raise ValueError(f"BN needs 4 blobs (slope, bias, mean, variance), got {len(self.blobs)}")
+            self.eps = np.float32(self.value("eps", 1e-5))
+        self.slope, self.bias = (blob.reshape(-1) for blob in self.blobs[:2])
+        self.mean, self.variance = ((blob.reshape(-1) for blob in self.blobs[2:]) if len(self.blobs) == 4
+                                    else (None, None))
 
     def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
-        return [inputs[0]]
+        shape = list(inputs[0])
+        if self.pspnet:
+            if not 2 <= len(shape) <= 4:
+                raise ValueError(f"PSPNet's BN reads a 2-D to 4-D input, got shape {shape}")
+            channels = (shape + [1] * (4 - len(shape)))[self.axis]
+            if self.slope.size != channels:
+                raise ValueError(f"PSPNet's BN has {self.slope.size} scales for {channels} channels at axis "
+                                 f"{self.axis}")
+        return [shape]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
+        if self.pspnet:
+            return [self._pspnet(x)]
         view = (1, -1) + (1,) * (x.ndim - 2)
         inverse_std = np.power(self.variance + self.eps, np.float32(-0.5), dtype=np.float32)
         top = x - self.mean.reshape(view)
         top = top * inverse_std.reshape(view)
         top = top * self.slope.reshape(view)
         return [top + self.bias.reshape(view)]
+
+    def _pspnet(self, x: np.ndarray) -> np.ndarray:
+        f32 = np.float32
+        legacy = (*x.shape, *([1] * (4 - x.ndim)))
+        outer, inner = int(np.prod(legacy[:self.axis])), int(np.prod(legacy[self.axis + 1:]))
+        bottom = x.reshape(outer, legacy[self.axis], inner)
+
+        def statistic(values: np.ndarray) -> np.ndarray:  # spatial_statistic_, then batch_statistic_
+            spatial = values.sum(axis=2, dtype=f32) * (f32(1) / f32(inner))
+            return (spatial.sum(axis=0, dtype=f32) * (f32(1) / f32(outer))).astype(f32)
+
+        mean = self.mean if self.moving_average else statistic(bottom)
+        top = (bottom - mean[None, :, None]).astype(f32)
+        variance = self.variance if self.moving_average else statistic(top * top)
+        std = np.power((variance + self.eps).astype(f32), f32(0.5), dtype=f32)
+        top = top / std[None, :, None]
+        top = top * self.slope[None, :, None]
+        top = top + self.bias[None, :, None]
+        return top.astype(f32).reshape(x.shape)
 
 
 class OpenCVCropCenter(_StandIn):
@@ -302,7 +378,7 @@ class OpenCVCropCenter(_StandIn):
             raise ValueError(f"CropCenter needs one crop_size per input axis: {self.crop} for shape {shape}")
         return [[size - 2 * crop for size, crop in zip(shape, self.crop)]]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         return [np.ascontiguousarray(x[tuple(slice(crop, size - crop) for size, crop in zip(x.shape, self.crop))])]
 
@@ -320,7 +396,7 @@ class OpenCVReLU6(_StandIn):
     def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
         return [inputs[0]]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         positive = np.maximum(x, np.float32(0))
         if self.slope != 0:
@@ -345,7 +421,7 @@ class OpenCVShuffleChannel(_StandIn):
             raise ValueError(f"group {self.group} does not divide the {shape[1]} channels")
         return [shape + [1] * (4 - len(shape))]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         columns = x.shape[1] // self.group
         source = [i * columns + j for j in range(columns) for i in range(self.group)]  # of output j * group + i
@@ -392,7 +468,7 @@ class OpenCVInterp(_StandIn):
     def getMemoryShapes(self, inputs: list[list[int]]) -> list[list[int]]:  # noqa: N802
         return [[*inputs[0][:2], *self._output_size([list(shape) for shape in inputs])]]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         out_h, out_w = self._output_size([list(array.shape) for array in inputs])
         first = -self.pad_beg
@@ -437,7 +513,7 @@ class OpenCVReorg(_StandIn):
         s = self.stride
         return [[n, c // (s * s), h * s, w * s] if self.reverse else [n, c * s * s, h // s, w // s]]
 
-    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def compute(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         n, c, h, w = x.shape
         s = self.stride
@@ -469,10 +545,11 @@ def standin_type(layer_type: str) -> str:
 
 
 AXPY_TYPE = standin_type("Axpy")  # the type name OpenCV sees for the release's Axpy layers
-# The types the deploy prototxt names otherwise for OpenCV: each stand-in's, and eric612's DepthwiseConvolution,
-# Caffe's Convolution with the given parameters, as OpenCV's own Convolution.
+# The types the deploy prototxt names otherwise for OpenCV: each stand-in's; waifu2x-caffe's AxpyFast, the release's
+# Axpy under another name (a * x + y), as the Axpy stand-in; eric612's DepthwiseConvolution, Caffe's Convolution
+# with the given parameters, as OpenCV's own Convolution.
 OPENCV_LAYER_TYPES = {**{layer_type: standin_type(layer_type) for layer_type in STAND_INS},
-                      "DepthwiseConvolution": "Convolution"}
+                      "AxpyFast": AXPY_TYPE, "DepthwiseConvolution": "Convolution"}
 
 
 @contextmanager
@@ -488,6 +565,38 @@ def standins_registered() -> Iterator[None]:
     finally:
         for name in registered:
             cv2.dnn_unregisterLayer(name)
+
+
+def _opencv_deploy(deploy: DeployForm) -> DeployForm:
+    """The deploy form OpenCV is handed: each ``HoleConvolution`` (hszhao/PSPNet, DeepLab v1; OpenCV has none)
+    rewritten as the Convolution it is (hole_conv_layer.cpp), its ``dilation`` the ``hole`` (both axes) or
+    ``hole_h`` and ``hole_w``, its hole fields cleared and the rest of convolution_param kept.
+
+    Renaming the type (``layer_types`` of :meth:`DeployForm.prototxt`) would not do: OpenCV's Convolution reads
+    ``dilation``, not ``hole``, and a Python stand-in given the layer's convolution_param with a field OpenCV's
+    schema lacks (``hole``) never returns from OpenCV 4.14's forward pass.  Only the layer's type and parameters
+    change: its name, so the weights it is given, stay."""
+    net = deploy._net
+    if not any(layer.type == "HoleConvolution" for layer in net.layer):
+        return deploy
+    rewritten = type(net)()
+    rewritten.CopyFrom(net)
+    for layer in rewritten.layer:
+        if layer.type != "HoleConvolution":
+            continue
+        param = layer.convolution_param
+        pair = param.HasField("hole_h") or param.HasField("hole_w")
+        if pair and (param.HasField("hole") or not (param.HasField("hole_h") and param.HasField("hole_w"))):
+            raise InputError(f"HoleConvolution {layer.name!r}: give hole, or hole_h and hole_w (both)")
+        if not pair and not param.HasField("hole"):
+            raise InputError(f"HoleConvolution {layer.name!r} gives no hole")
+        dilation = [param.hole_h, param.hole_w] if pair else [param.hole]
+        for name in ("hole", "hole_h", "hole_w", "dilation"):
+            param.ClearField(name)
+        param.dilation.extend(dilation)
+        layer.type = "Convolution"
+    return dataclasses.replace(deploy, _net=rewritten)
+
 
 def _input_arrays(names: Sequence[str], inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
     if not isinstance(inputs, Mapping):
@@ -538,7 +647,8 @@ def opencv_forward(net: Any, caffemodel: Any, inputs: Mapping[str, np.ndarray] |
                              "only a layer's first output reliably")
     # A first top is named after its layer, which is the name OpenCV gives the layer's output.
     layer_outputs = sorted({where.blob for where in wanted.values() if where.layer is not None})
-    text = deploy.prototxt({name: array.shape for name, array in arrays.items()}, layer_types=OPENCV_LAYER_TYPES)
+    text = _opencv_deploy(deploy).prototxt({name: array.shape for name, array in arrays.items()},
+                                           layer_types=OPENCV_LAYER_TYPES)
     with tempfile.TemporaryDirectory(prefix="caffe2torch-reference-") as directory:
         prototxt_path = Path(directory) / "deploy.prototxt"
         prototxt_path.write_text(text, encoding="utf-8")
