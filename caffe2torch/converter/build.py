@@ -12,7 +12,6 @@ import types
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import fx, nn
 
 from caffe2torch.converter import shapes
