@@ -15,16 +15,22 @@ N x 3 x 224 x 224 inputs.  Contenders:
   beyond batch 1), so Axpy runs as caffe2torch.runtime.reference runs it: a Python layer computing
   ``a * x + y`` in numpy, one pass per SE block.
 
-Each batch size runs every contender once to warm up, then ``--rounds`` rounds of one call each, in turn;
-the medians are reported with the ratios (a contender's median / optimized's: above 1, optimized is faster).
+Each batch size runs every contender once to warm up, then ``--rounds`` rounds of one call each, in turn.
+Reported: the medians with their ratios (a contender's median / optimized's: above 1, optimized is faster),
+the fastest calls (which other processes disturb least) with theirs, and the CPU time of a call (median; all
+threads, user and kernel: with 2 threads at most twice the wall time when nothing waits).
+
 ``--keep-freed-memory`` first makes glibc's malloc keep freed memory for reuse
 (caffe2torch.optimize.keep_freed_memory): by default the kernel zeroes and faults in fresh pages for every
 large intermediate tensor of every forward pass, which costs eager PyTorch (faithful and optimized) a third
-of its time at batch 32.  Other processes on the machine distort the figures: the share of CPU time they took during the
-measurement is printed, and a run with a large share should be repeated.
+of its time at batch 32.
+
+Other processes on the machine distort the figures, eager PyTorch's (OpenMP) most: the share of the CPU
+they took during the kept rounds is printed, and ``--max-others 0.1`` drops and reruns every round during
+which they took more than 10% (for up to ``--budget`` seconds per batch size).
 
     python benchmarks/bench_forward.py [--net se_resnext50] [--batch 1 8 32] [--threads 2] [--keep-freed-memory]
-                                       [--contenders faithful optimized optimized-nchw onnxruntime opencv]
+        [--contenders faithful optimized optimized-nchw onnxruntime opencv] [--max-others 0.1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,18 +149,49 @@ def opencv_runner(model: Any, weights: dict, directory: Path, batch: int, thread
     return run
 
 
-def measure(runners: dict[str, Runner], x: np.ndarray, rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Median seconds per call of each runner, alternated round by round, and each runner's result."""
+@dataclass
+class Measured:
+    """Seconds per call of each runner, wall clock and this process's CPU time (all its threads, user and
+    kernel), over the rounds kept; each runner's result; the rounds dropped as disturbed; the share of the CPU
+    other processes took during the kept rounds."""
+
+    times: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+    results: dict[str, np.ndarray]
+    dropped: int
+    others: float | None
+
+
+def measure(runners: dict[str, Runner], x: np.ndarray, rounds: int, *, max_others: float | None = None,
+            budget_s: float = 0.0) -> Measured:
+    """Each runner called once per round, in turn (starting one further each round, so that nobody always
+    runs first).  With ``max_others``, a round during which other processes took more of the CPU is dropped
+    and another one run, until ``rounds`` are kept or ``budget_s`` seconds have passed."""
     results = {name: run(x) for name, run in runners.items()}  # warm-up (and oneDNN's weight reorders)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for round_ in range(rounds):
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
+    kept, dropped, others, deadline = 0, 0, [], time.perf_counter() + budget_s
+    while kept < rounds:
         names = list(runners)
-        names = names[round_ % len(names):] + names[:round_ % len(names)]  # nobody always runs first
+        names = names[(kept + dropped) % len(names):] + names[:(kept + dropped) % len(names)]
+        round_times, round_cpu = {}, {}
+        with CpuShare() as share:
+            for name in names:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                runners[name](x)
+                round_times[name] = time.perf_counter() - start
+                round_cpu[name] = time.process_time() - start_cpu
+        disturbed = max_others is not None and share.others is not None and share.others > max_others
+        if disturbed and time.perf_counter() < deadline:  # past the budget, disturbed rounds count
+            dropped += 1
+            continue
         for name in names:
-            start = time.perf_counter()
-            runners[name](x)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}, results
+            times[name].append(round_times[name])
+            cpu[name].append(round_cpu[name])
+        if share.others is not None:
+            others.append(share.others)
+        kept += 1
+    return Measured(times, cpu, results, dropped, statistics.mean(others) if others else None)
 
 
 def main() -> None:
@@ -168,6 +206,11 @@ def main() -> None:
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="first call caffe2torch.optimize.keep_freed_memory() (glibc keeps freed memory for "
                              "reuse: no kernel page zeroing at every forward pass; process-wide)")
+    parser.add_argument("--max-others", type=float, metavar="SHARE",
+                        help="drop (and rerun) a round during which other processes took more than this share of "
+                             "the CPU (0.1: 10%%), within --budget")
+    parser.add_argument("--budget", type=float, default=1800.0, metavar="SECONDS",
+                        help="per batch size, how long to keep rerunning disturbed rounds (default 1800)")
     parser.add_argument("--json", type=Path, help="also write the medians and ratios here")
     args = parser.parse_args()
     if args.keep_freed_memory:
@@ -231,17 +274,27 @@ def main() -> None:
                     if runner is not None:
                         runners[name] = runner
             rounds = args.rounds or DEFAULT_ROUNDS.get(batch, 4)
-            with CpuShare() as share:
-                medians, results = measure(runners, x, rounds)
-            print(f"\nbatch {batch} ({rounds} rounds" + (f"; other processes used {share.others:.0%} of the CPU)"
-                                                        if share.others is not None else ")"))
-            print(f"  {'contender':<16}{'median ms':>11}{'ms/image':>10}{'vs optimized':>14}  max |prob - faithful's|")
+            measured = measure(runners, x, rounds, max_others=args.max_others, budget_s=args.budget)
+            times, cpu, results = measured.times, measured.cpu, measured.results
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            fastest = {name: min(values) for name, values in times.items()}
+            dropped = f", {measured.dropped} disturbed ones dropped" if args.max_others is not None else ""
+            print(f"\nbatch {batch} ({len(times[next(iter(times))])} rounds{dropped}"
+                  + (f"; other processes used {measured.others:.0%} of the CPU)" if measured.others is not None
+                     else ")"))
+            print(f"  {'contender':<16}{'median ms':>11}{'ms/image':>10}{'vs optimized':>14}{'fastest ms':>12}"
+                  f"{'vs optimized':>14}{'CPU ms':>9}  max |prob - faithful's|")
             reference = results.get("faithful")
             for name, seconds in medians.items():
                 ratio = seconds / medians["optimized"] if "optimized" in medians else float("nan")
+                best = fastest[name] / fastest["optimized"] if "optimized" in fastest else float("nan")
                 agreement = f"{np.abs(results[name] - reference).max():.1e}" if reference is not None else ""
-                print(f"  {name:<16}{seconds * 1e3:>11.1f}{seconds * 1e3 / batch:>10.2f}{ratio:>13.2f}x  {agreement}")
-            report["batches"][batch] = {"medians_s": medians, "other_processes_cpu_share": share.others}
+                print(f"  {name:<16}{seconds * 1e3:>11.1f}{seconds * 1e3 / batch:>10.2f}{ratio:>13.2f}x"
+                      f"{fastest[name] * 1e3:>12.1f}{best:>13.2f}x{statistics.median(cpu[name]) * 1e3:>9.0f}  "
+                      f"{agreement}")
+            report["batches"][batch] = {"medians_s": medians, "fastest_s": fastest, "times_s": times, "cpu_s": cpu,
+                                        "other_processes_cpu_share": measured.others,
+                                        "rounds_dropped": measured.dropped}
     print("\ntargets (from the issue):")
     batches = report["batches"]
     checks = []
