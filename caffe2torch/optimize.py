@@ -100,10 +100,10 @@ class FastConv2d(nn.Conv2d):
     the convolution.  A 1 x 1 convolution of a 1 x 1 map (an SE block's fully connected layers) is one matrix
     product.
 
-    Otherwise (NCHW, no oneDNN, not float32 on the CPU, or autograd recording) it computes ``F.conv2d`` and
-    ``relu_``: the same values.  ``weight`` and ``bias`` stay ordinary parameters (state dicts, deep copies
-    and ``.to()`` work as for Conv2d); the reordered copies are a cache, dropped when the module is copied
-    and not used once the weight changes.
+    Otherwise (NCHW, no oneDNN, not float32 on the CPU, under autocast, or autograd recording) it computes
+    ``F.conv2d`` and ``relu_``: the same values.  ``weight`` and ``bias`` stay ordinary parameters (state
+    dicts, deep copies and ``.to()`` work as for Conv2d); the reordered copies are a cache, dropped when the
+    module is copied and not used once the weight changes.
     """
 
     def __init__(self, *args: Any, relu: bool = False, channels_last: bool = True, **kwargs: Any) -> None:
@@ -131,6 +131,7 @@ class FastConv2d(nn.Conv2d):
         return (self.channels_last and _ONEDNN is not None and self.padding_mode == "zeros"
                 and isinstance(self.padding, tuple) and x.device.type == "cpu" and x.dtype == torch.float32
                 and x.dim() == 4 and self.weight.device.type == "cpu" and self.weight.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu")  # autocast chooses the dtype: F.conv2d obeys it
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -296,3 +296,40 @@ def test_bench(random_net: Path, tmp_path: Path) -> None:
     assert code == 0 and "images/s" in out and "p99" in out
     assert data["batch_size"] == 2 and data["iterations"] == 3 and data["images_per_second"] > 0
     assert data["latency_ms_p50"] <= data["latency_ms_p90"] <= data["latency_ms_p99"]
+
+
+def test_the_optimized_graph_runs_unless_exact(case: Path, random_net: Path, tmp_path: Path) -> None:
+    """verify, predict and bench run caffe2torch.optimize's graph; --exact runs the faithful one, with the same
+    answers here."""
+    results = {}
+    for graph, flags in (("optimized", []), ("exact", ["--exact"])):
+        code, out, _ = run("bench", random_net / "net.prototxt", "--batch-size", 2, "--iterations", 2, "--warmup", 0,
+                           "--device", "cpu", *flags, "--json", tmp_path / f"bench-{graph}.json")
+        assert code == 0 and f"{graph} graph" in out
+        assert json.loads((tmp_path / f"bench-{graph}.json").read_text())["graph"] == graph
+        code, _, _ = verify(case, "--labels", case / "senet.txt", "--preset", "senet", *flags,
+                            "--json", tmp_path / f"verify-{graph}.json")
+        data = json.loads((tmp_path / f"verify-{graph}.json").read_text())
+        assert code == 0 and data["graph"] == graph
+        code, out, _ = run("predict", case / "net_prob.prototxt", case / "net_prob.caffemodel",
+                           case / "images" / "blue1.jpg", "--preset", "senet", "--device", "cpu", *flags)
+        assert code == 0
+        results[graph] = (data["top1_correct"], data["top5_correct"], out)
+    assert results["optimized"] == results["exact"]
+    assert results["exact"][:2] == (TOP1_CORRECT, TOP5_CORRECT)
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+def test_session_runs_the_optimized_graph_unless_exact(random_net: Path, exact: bool) -> None:
+    import torch
+
+    from caffe2torch.optimize import OptimizedNet
+    from caffe2torch.runtime.device import Inference
+    from caffe2torch.runtime.session import open_session
+
+    session = open_session(random_net / "net.prototxt", random_net / "net.caffemodel",
+                           Inference(torch.device("cpu")), exact=exact)
+    assert isinstance(session.runnable, OptimizedNet) is not exact
+    assert not isinstance(session.module, OptimizedNet)  # outputs= and compare read the faithful graph
+    if not exact:
+        assert session.runnable.channels_last  # eager float32 on the CPU: oneDNN on NHWC

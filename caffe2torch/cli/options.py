@@ -45,6 +45,12 @@ _caffe_proto = click.option(
     help="The Caffe fork's own caffe.proto (or a protoc descriptor set): its layers' fields are read typed.")
 
 
+exact_option = click.option(
+    "--exact", is_flag=True,
+    help="Run the faithful graph, one op per Caffe layer, instead of the optimized one (BatchNorm and Scale "
+         "folded into convolutions, fused ops: the same function, rounded differently).")
+
+
 def plugin_option(command):  # type: ignore[no-untyped-def]
     """The options of every command that reads a net: --plugin (converters of custom layer types) and
     --caffe-proto (the fork schema their fields are read with)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from caffe2torch.cli.options import plugin_option
+from caffe2torch.cli.options import exact_option, plugin_option
 from caffe2torch.cli.preprocessing import preprocessing_options
 from caffe2torch.runtime import PRECISIONS
 from caffe2torch.runtime.detection import DEFAULT_THRESHOLD, ImageDetections
@@ -36,11 +36,12 @@ from caffe2torch.runtime.presets import INTERPOLATIONS, PRESETS
 @click.option("--draw", type=click.Path(dir_okay=False), metavar="OUT.png",
               help="Write the image with the detections' boxes drawn (a detection net; one image).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --draw file.")
+@exact_option
 @plugin_option
 def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, class_names: str | None,
             label_order: str | None, model_name: str | None, preset_name: str | None,
             interpolation: str | None, device: str | None, precision: str, output: str | None,
-            threshold: float, draw: str | None, force: bool, **preprocessing: str | None) -> None:
+            threshold: float, draw: str | None, force: bool, exact: bool, **preprocessing: str | None) -> None:
     """Show the most probable classes of each IMAGE under PROTOTXT with WEIGHTS, or, for a detection net
     (ending in DetectionOutput), the objects found: score, label, box in the image's pixels (xmin ymin
     xmax ymax), and the class name with --labels (one per label, background first as SSD numbers them).
@@ -54,7 +55,8 @@ def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, clas
     predictions = run_predict(prototxt, weights, list(images), top=top, class_names=class_names,
                               names_order=label_order, model_name=model_name, preset_name=preset_name,
                               interpolation=interpolation, device=device, precision=precision, output=output,
-                              threshold=threshold, draw=draw, force=force, **preprocessing)
+                              threshold=threshold, draw=draw, force=force, exact=exact,
+                              **preprocessing)
     for prediction in predictions:
         click.echo(str(prediction.path))
         if prediction.detections is not None:

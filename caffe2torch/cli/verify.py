@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from caffe2torch.cli.options import plugin_option
+from caffe2torch.cli.options import exact_option, plugin_option
 from caffe2torch.cli.preprocessing import preprocessing_options
 from caffe2torch.errors import InputError
 from caffe2torch.runtime import PRECISIONS
@@ -44,6 +44,7 @@ from caffe2torch.runtime.presets import INTERPOLATIONS, PRESETS
 @click.option("--output", help="Output blob holding the class scores, when the net has several.")
 @click.option("--channels-last", is_flag=True, help="Run in channels-last memory format.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run through torch.compile.")
+@exact_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")
 @click.option("--quiet", is_flag=True, help="No progress line.")
@@ -51,7 +52,7 @@ from caffe2torch.runtime.presets import INTERPOLATIONS, PRESETS
 def verify(prototxt: str, weights: str, images: str, labels: str | None, model_name: str | None,
            preset_name: str | None, interpolation: str | None, label_order: str | None, batch_size: int,
            device: str | None, precision: str, limit: int | None, skip_missing: bool, workers: int, output: str | None,
-           channels_last: bool, compile_model: bool, json_path: str | None, force: bool, quiet: bool,
+           channels_last: bool, compile_model: bool, exact: bool, json_path: str | None, force: bool, quiet: bool,
            **preprocessing: str | None) -> None:
     """Measure the top-1/top-5 error of PROTOTXT with WEIGHTS and compare it with the published result.
 
@@ -71,7 +72,7 @@ def verify(prototxt: str, weights: str, images: str, labels: str | None, model_n
                         interpolation=interpolation, label_order=label_order, batch_size=batch_size,
                         device=device, precision=precision, limit=limit, skip_missing=skip_missing,
                         workers=workers, output=output, channels_last=channels_last, compile=compile_model,
-                        progress=not quiet, **preprocessing)
+                        exact=exact, progress=not quiet, **preprocessing)
     if result.is_main:
         click.echo(result.report())
         if json_path is not None:

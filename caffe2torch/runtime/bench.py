@@ -31,19 +31,21 @@ class BenchResult:
     latency_ms_p50: float
     latency_ms_p90: float
     latency_ms_p99: float
+    graph: str = "as given"  # "optimized" (caffe2torch.optimize's), "exact" (the faithful one) or "as given"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def report(self) -> str:
-        return (f"{self.device} {self.precision}, batch {self.batch_size}: {self.images_per_second:,.1f} "
+        return (f"{self.device} {self.precision}, {self.graph} graph, batch {self.batch_size}: {self.images_per_second:,.1f} "
                 f"images/s; latency per batch p50 {self.latency_ms_p50:.2f} ms, p90 {self.latency_ms_p90:.2f} "
                 f"ms, p99 {self.latency_ms_p99:.2f} ms ({self.iterations} iterations)")
 
 
 def bench(model: nn.Module, input_shapes: list[Shape], inference: Inference, *, batch_size: int = 32,
-          iterations: int = 50, warmup: int = 10, seed: int = 0) -> BenchResult:
-    """Time ``model`` (already prepared by ``inference``) on random inputs with batch ``batch_size``."""
+          iterations: int = 50, warmup: int = 10, seed: int = 0, graph: str = "as given") -> BenchResult:
+    """Time ``model`` (already prepared by ``inference``) on random inputs with batch ``batch_size``;
+    ``graph`` says which graph it is, for the report."""
     if batch_size < 1 or iterations < 1 or warmup < 0:
         raise InputError("batch size and iterations must be at least 1, warm-up at least 0")
     if not input_shapes:
@@ -63,4 +65,4 @@ def bench(model: nn.Module, input_shapes: list[Shape], inference: Inference, *, 
     seconds = np.asarray(latencies)
     p50, p90, p99 = np.percentile(seconds * 1000.0, [50, 90, 99])
     return BenchResult(str(inference.device), inference.precision, batch_size, iterations,
-                       batch_size * iterations / float(seconds.sum()), float(p50), float(p90), float(p99))
+                       batch_size * iterations / float(seconds.sum()), float(p50), float(p90), float(p99), graph)

@@ -104,14 +104,15 @@ def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: i
             device: str | None = None,
             precision: str = "fp32", output: str | None = None, batch_size: int = 16,
             threshold: float = DEFAULT_THRESHOLD, draw: str | Path | None = None,
-            force: bool = False) -> list[Prediction]:
+            force: bool = False, exact: bool = False) -> list[Prediction]:
     """The ``top`` classes of each image, most probable first; for a detection net (its output written by
     a ``DetectionOutput`` layer), its detections scoring at least ``threshold`` instead, and with ``draw``
     the one image with their boxes written to that file (replacing one only with ``force``).
 
     ``resize`` ... ``transform_from`` describe the preprocessing over the preset
     (:class:`~caffe2torch.runtime.protocol.PreprocessOptions`).  When the order of the net's outputs is
-    unknown, an explicit ``names_order`` is taken to be the net's too.
+    unknown, an explicit ``names_order`` is taken to be the net's too.  ``exact`` runs the faithful graph
+    instead of the optimized one.
     """
     if top < 1:
         raise InputError(f"--top must be at least 1, not {top}")
@@ -127,7 +128,8 @@ def predict(prototxt: Any, weights: Any, images: Sequence[str | Path], *, top: i
     preprocessing = PreprocessOptions(transform_from=transform_from, resize=resize, crop=crop, mean=mean,
                                       mean_file=mean_file, scale=scale, channel_order=channel_order)
     session = open_session(prototxt, weights, inference, model_name=model_name, preset_name=preset_name,
-                           interpolation=interpolation, output=output, preprocessing=preprocessing)
+                           interpolation=interpolation, output=output, preprocessing=preprocessing,
+                           exact=exact)
     preprocess = session.preprocessor()
     if is_detection_output(session.module.output_types, output):
         if names_order is not None:

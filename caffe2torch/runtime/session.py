@@ -34,8 +34,9 @@ def named_zoo_entry(model_name: str) -> Any:
 
 @dataclass
 class Session:
-    """A converted net on its device.  ``module`` is the converted GraphModule, ``runnable`` the same
-    prepared for ``inference`` (moved, maybe channels-last or compiled)."""
+    """A converted net on its device.  ``module`` is the faithful converted GraphModule (every blob, its
+    description), ``runnable`` what runs: its :func:`caffe2torch.optimize` graph (the faithful one when
+    exact) prepared for ``inference`` (moved, maybe channels-last or compiled)."""
 
     module: nn.Module
     runnable: nn.Module
@@ -95,14 +96,17 @@ class Session:
 
 def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_name: str | None = None,
                  preset_name: str | None = None, interpolation: str | None = None, output: str | None = None,
-                 random_init: bool = False, preprocessing: PreprocessOptions | None = None) -> Session:
+                 random_init: bool = False, preprocessing: PreprocessOptions | None = None,
+                 exact: bool = False) -> Session:
     """Convert the net, find its zoo entry and preprocessing, and put it on ``inference``'s device.
 
     The zoo entry is the one ``model_name`` names, else the one the converted model was recognised as.
     The preprocessing is :func:`~caffe2torch.runtime.protocol.resolve_preprocessing` of ``preprocessing``
     over ``preset_name`` (else the zoo entry's preset); ``interpolation`` replaces the resize filter, for
     experiments.  With nothing to go on the preset is ``None`` (fine for ``bench``; ``verify`` and
-    ``predict`` then ask for one).  Options are checked before the net is converted.
+    ``predict`` then ask for one).  ``exact`` runs the faithful graph, one op per Caffe layer, instead of the
+    optimized one (the same function, rounded differently where layers are folded).  Options are checked
+    before the net is converted.
     """
     import caffe2torch
 
@@ -119,4 +123,15 @@ def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_nam
         entry = named_zoo_entry(module.zoo_model)
         preset = resolve_preprocessing(options, entry.preset)
     model_name = entry.name if entry is not None else None
-    return Session(module, inference.prepare(module), inference, model_name, entry, preset, output)
+    runnable = module if exact else inference_graph(module, inference)
+    return Session(module, inference.prepare(runnable), inference, model_name, entry, preset, output)
+
+
+def inference_graph(module: nn.Module, inference: Inference) -> nn.Module:
+    """:func:`caffe2torch.optimize` of the converted net for ``inference``: its convolutions compute on NHWC
+    tensors through oneDNN where that was measured fastest (eager float32 on the CPU), else in the memory
+    format asked for (``--channels-last``), which torch.compile and the GPUs choose their kernels by."""
+    import caffe2torch
+
+    eager_cpu_fp32 = inference.device.type == "cpu" and inference.precision == "fp32" and not inference.compile
+    return caffe2torch.optimize(module, channels_last=None if eager_cpu_fp32 else inference.channels_last)

@@ -125,7 +125,8 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
            channel_order: str | None = None, transform_from: str | Path | None = None,
            skip_missing: bool = False, batch_size: int = 50, device: str | None = None, precision: str = "fp32",
            limit: int | None = None, workers: int | None = None, output: str | None = None,
-           channels_last: bool = False, compile: bool = False, progress: bool = True) -> VerifyResult:
+           channels_last: bool = False, compile: bool = False, exact: bool = False,
+           progress: bool = True) -> VerifyResult:
     """Evaluate the net on the images and compare with its published row (see the module docstring).
 
     ``label_order`` is the order of the label file's classes; by default the layout's (``synset`` for
@@ -133,7 +134,8 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
     over the preset (:class:`~caffe2torch.runtime.protocol.PreprocessOptions`).  ``skip_missing``
     evaluates the listed images that are in ``images`` and counts the others (``details["skipped"]``).
     ``workers`` threads prepare the next batches while the net runs (default: one per CPU, at most 8; 0:
-    in this thread, one after another); the results do not depend on it.
+    in this thread, one after another); the results do not depend on it.  ``exact`` runs the faithful
+    graph instead of the optimized one.
     Bad input raises :class:`InputError` before any image is evaluated.
     """
     preprocessing = PreprocessOptions(preset=preset_name, interpolation=interpolation,
@@ -143,7 +145,7 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
     image_set = load_image_set(images, labels, limit, skip_missing)
     inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile)
     session = open_session(prototxt, weights, inference, model_name=model_name, output=output,
-                           preprocessing=preprocessing)
+                           preprocessing=preprocessing, exact=exact)
     preprocess = session.preprocessor()
     classes = count_classes(session, preprocess, image_set.images[0])
     net_order = session.label_order or label_order
@@ -172,6 +174,7 @@ def verify(prototxt: Any, weights: Any, images: str | Path, labels: str | Path |
         "labels_label_order": label_order or image_set.label_order or session.label_order,
         "device": str(inference.device),
         "precision": precision,
+        "graph": "exact" if exact else "optimized",
         "processes": distributed.world_size,
         "workers": workers if workers is not None else default_workers(),
         "seconds": seconds,
