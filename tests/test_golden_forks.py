@@ -74,11 +74,13 @@ def load_quietly(model: ForkModel, **options: Any) -> Any:
 
 @dataclass(frozen=True)
 class Runs:
-    """Every blob of one model on its demo input, computed by us and by OpenCV, and the layer types."""
+    """Every blob of one model on its demo input, computed by us and by OpenCV, the layer types, and the
+    net's outputs computed by the optimized graph (``caffe2torch.optimize``, what ``predict`` runs)."""
 
     ours: dict[str, np.ndarray]
     opencv: dict[str, np.ndarray]
     types: dict[str, str]
+    optimized: dict[str, np.ndarray]
 
 
 @lru_cache(maxsize=None)
@@ -89,8 +91,12 @@ def both_runs(name: str) -> Runs:
     inputs = model.demo_input()
     with torch.no_grad():
         ours = load_quietly(model, outputs=list(types))(torch.from_numpy(inputs))
+        optimized = caffe2torch.optimize(converted)(torch.from_numpy(inputs))
+    if isinstance(optimized, torch.Tensor):
+        optimized = {next(iter(converted.output_shapes)): optimized}
     opencv = opencv_forward(converted, model.weights, inputs, list(types))
-    return Runs({key: value.numpy() for key, value in ours.items()}, opencv, types)
+    return Runs({key: value.numpy() for key, value in ours.items()}, opencv, types,
+                {key: value.numpy() for key, value in optimized.items()})
 
 
 def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
@@ -139,6 +145,18 @@ def test_every_blob_matches_opencv_on_the_sample_image(name: str) -> None:
           + ", ".join(f"{t} {d:.1e} ({b})" for t, (d, b) in sorted(worst.items())))
     failing = {t: (d, b) for t, (d, b) in worst.items() if d > BLOB_TOLERANCE}
     assert not failing, f"blobs differing from OpenCV by more than {BLOB_TOLERANCE} of their magnitude: {failing}"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_optimized_outputs_match_opencv_on_the_sample_image(name: str) -> None:
+    runs = both_runs(name)
+    assert runs.optimized
+    for blob, ours in runs.optimized.items():
+        if runs.types[blob] == "DetectionOutput":
+            assert_same_detections(ours, runs.opencv[blob])
+        else:
+            assert ours.shape == runs.opencv[blob].shape
+            assert relative_difference(ours, runs.opencv[blob]) <= BLOB_TOLERANCE, blob
 
 
 def test_detection_rows_are_compared_as_sets() -> None:

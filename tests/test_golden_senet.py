@@ -2,7 +2,9 @@
 runtime, with seeded weights that exercise Caffe's rules (see ``golden.py``), written to a real
 caffemodel that both sides read.
 
-Tolerances on the logits are the issue's: 1e-3 for the 50-layer nets and SE-BN-Inception, 2e-3 for the
+Both graphs are held to the same tolerances: the faithful one (``caffe2torch.load``) and the optimized one
+(``caffe2torch.optimize``: BatchNorm and Scale folded into the convolutions, fused ops), which ``verify``,
+``predict`` and ``bench`` run.  Tolerances on the logits are the issue's: 1e-3 for the 50-layer nets and SE-BN-Inception, 2e-3 for the
 101- and 152-layer nets, 5e-3 for SENet-154; float32 summation order alone accounts for up to 8e-4 and
 2.4e-3.  Early intermediate blobs (a global pool, SE gates after their Sigmoid) agree within 1e-4.
 """
@@ -22,6 +24,7 @@ from caffe2torch.caffe_proto import read_prototxt, write_caffemodel
 from caffe2torch.converter.layers.batch_norm import BatchNorm
 from caffe2torch.runtime.device import Inference
 from caffe2torch.runtime.reference import opencv_forward
+from caffe2torch.runtime.session import inference_graph
 from caffe2torch.testing import max_abs_diff, seeded_weights, smooth_images
 from tests.conftest import shared_path
 
@@ -51,6 +54,7 @@ NETS = [
     GoldenNet("SENet-154", 5e-3, RESNET_BLOBS, slow=True),
 ]
 GOLDEN_NETS = [pytest.param(net, id=net.stem, marks=[pytest.mark.slow] if net.slow else []) for net in NETS]
+GRAPHS = ("faithful", "optimized")
 
 
 def final_softmax(net) -> tuple[str, str]:
@@ -65,8 +69,12 @@ class GoldenRun:
     caffemodel: Path
     inputs: np.ndarray
     names: list[str]
-    ours: dict[str, np.ndarray]
+    graphs: dict[str, dict[str, np.ndarray]]  # "faithful" / "optimized" -> our blobs
     reference: dict[str, np.ndarray]
+
+    @property
+    def ours(self) -> dict[str, np.ndarray]:
+        return self.graphs["faithful"]
 
 
 @pytest.fixture(scope="session")
@@ -83,52 +91,59 @@ def golden_run(tmp_path_factory: pytest.TempPathFactory):
             inputs = smooth_images(2, seed=2)  # not the calibration images
             names = [*final_softmax(net), *spec.intermediate]
             model = caffe2torch.load(prototxt, caffemodel, outputs=names, input_shape=inputs.shape)
+            graphs = {}
             with torch.no_grad():
-                ours = {name: value.numpy() for name, value in model(torch.from_numpy(inputs)).items()}
+                for graph, runnable in (("faithful", model), ("optimized", caffe2torch.optimize(model))):
+                    graphs[graph] = {name: value.numpy() for name, value in runnable(torch.from_numpy(inputs)).items()}
             reference = opencv_forward(prototxt, caffemodel, inputs, names)
-            runs[spec.stem] = GoldenRun(prototxt, caffemodel, inputs, names, ours, reference)
+            runs[spec.stem] = GoldenRun(prototxt, caffemodel, inputs, names, graphs, reference)
         return runs[spec.stem]
 
     return run
 
 
+@pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("spec", GOLDEN_NETS)
-def test_logits_match_opencv(golden_run, spec: GoldenNet) -> None:
+def test_logits_match_opencv(golden_run, spec: GoldenNet, graph: str) -> None:
     run = golden_run(spec)
     logits = run.names[0]
-    assert max_abs_diff(run.ours, run.reference, logits) <= spec.logits_tolerance
+    assert max_abs_diff(run.graphs[graph], run.reference, logits) <= spec.logits_tolerance
     # The logits must carry signal, or agreeing on them would prove little.
     assert np.ptp(run.reference[logits], axis=1).min() > 1.0
 
 
+@pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("spec", GOLDEN_NETS)
-def test_probabilities_and_top_class_match_opencv(golden_run, spec: GoldenNet) -> None:
+def test_probabilities_and_top_class_match_opencv(golden_run, spec: GoldenNet, graph: str) -> None:
     run = golden_run(spec)
-    prob = run.names[1]
-    assert max_abs_diff(run.ours, run.reference, prob) <= spec.logits_tolerance
-    np.testing.assert_array_equal(run.ours[prob].argmax(axis=1), run.reference[prob].argmax(axis=1))
+    prob, ours = run.names[1], run.graphs[graph]
+    assert max_abs_diff(ours, run.reference, prob) <= spec.logits_tolerance
+    np.testing.assert_array_equal(ours[prob].argmax(axis=1), run.reference[prob].argmax(axis=1))
 
 
+@pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("spec", GOLDEN_NETS)
-def test_intermediate_blobs_match_opencv(golden_run, spec: GoldenNet) -> None:
+def test_intermediate_blobs_match_opencv(golden_run, spec: GoldenNet, graph: str) -> None:
     run = golden_run(spec)
-    diffs = {name: max_abs_diff(run.ours, run.reference, name) for name in spec.intermediate}
+    diffs = {name: max_abs_diff(run.graphs[graph], run.reference, name) for name in spec.intermediate}
     assert max(diffs.values()) <= INTERMEDIATE_TOLERANCE, diffs
 
 
-def _run_on_cuda(run: GoldenRun, precision: str) -> dict[str, np.ndarray]:
+def _run_on_cuda(run: GoldenRun, precision: str, graph: str) -> dict[str, np.ndarray]:
+    """Our blobs on the GPU, from the graph ``verify`` would run there."""
     inference = Inference(torch.device("cuda"), precision=precision)
-    model = inference.prepare(caffe2torch.load(run.prototxt, run.caffemodel, outputs=run.names[:2],
-                                               input_shape=run.inputs.shape))
-    return {name: value.cpu().numpy() for name, value in inference(model, torch.from_numpy(run.inputs)).items()}
+    model = caffe2torch.load(run.prototxt, run.caffemodel, outputs=run.names[:2], input_shape=run.inputs.shape)
+    runnable = inference.prepare(model if graph == "faithful" else inference_graph(model, inference))
+    return {name: value.cpu().numpy() for name, value in inference(runnable, torch.from_numpy(run.inputs)).items()}
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("spec", GOLDEN_NETS)
-def test_logits_match_opencv_on_cuda_fp32(golden_run, spec: GoldenNet) -> None:
+def test_logits_match_opencv_on_cuda_fp32(golden_run, spec: GoldenNet, graph: str) -> None:
     """On the GPU with TF32 off, fp32 is as exact as on the CPU."""
     run = golden_run(spec)
-    assert max_abs_diff(_run_on_cuda(run, "fp32"), run.reference, run.names[0]) <= spec.logits_tolerance
+    assert max_abs_diff(_run_on_cuda(run, "fp32", graph), run.reference, run.names[0]) <= spec.logits_tolerance
 
 
 @pytest.mark.cuda
@@ -136,7 +151,7 @@ def test_logits_match_opencv_on_cuda_fp32(golden_run, spec: GoldenNet) -> None:
 def test_bf16_on_cuda_keeps_the_top_class(golden_run, spec: GoldenNet) -> None:
     run = golden_run(spec)
     prob = run.names[1]
-    ours = _run_on_cuda(run, "bf16")
+    ours = _run_on_cuda(run, "bf16", "optimized")
     np.testing.assert_array_equal(ours[prob].argmax(axis=1), run.reference[prob].argmax(axis=1))
 
 
