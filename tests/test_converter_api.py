@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -215,3 +216,34 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: ") and expected in result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["collector-on", "collector-off"])
+@pytest.mark.parametrize("fails", [False, True], ids=["loads", "fails"])
+def test_load_pauses_the_garbage_collector_and_restores_it(monkeypatch, enabled: bool, fails: bool) -> None:
+    """The cyclic collector is off during a load (it would rescan the load's tens of thousands of new objects
+    again and again) and as it was afterwards, also when the load fails."""
+    import gc
+
+    import caffe2torch.converter
+
+    during = []
+    real_convert = caffe2torch.converter.convert
+
+    def convert(*args, **kwargs):
+        during.append(gc.isenabled())
+        if fails:
+            raise caffe2torch.ConversionError("no")
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(caffe2torch.converter, "convert", convert)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with pytest.raises(caffe2torch.ConversionError) if fails else contextlib.nullcontext():
+            caffe2torch.load(parse_prototxt(
+                'layer { name: "d" type: "Input" top: "d" input_param { shape { dim: 1 dim: 2 } } }\n'
+                'layer { name: "r" type: "ReLU" bottom: "d" top: "r" }'))
+        assert during == [False] and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -271,3 +271,32 @@ def test_only_our_own_mappings_are_read_by_file_or_given_back(tmp_path: Path) ->
     release_range(b"not a mapping")  # nothing to give back
     del view, private
     os.remove(path)
+
+
+def test_large_destinations_are_offered_huge_pages_and_read_exactly(tmp_path: Path, monkeypatch) -> None:
+    """A destination of 4 MiB or more gets a transparent-huge-page hint on whole pages inside it before the
+    file is read into it (filling fresh memory is mostly faulting it in); smaller ones get none.  Either way
+    the bytes are the file's, from an offset no float is aligned to."""
+    import caffe2torch.mapped as mapped_module
+
+    if mapped_module._MADVISE is None:
+        pytest.skip("no transparent huge pages on this platform")
+    hints: list[tuple[int, int, int]] = []
+    real_madvise = mapped_module._MADVISE
+    monkeypatch.setattr(mapped_module, "_MADVISE", lambda start, length, advice: (
+        hints.append((start, length, advice)), real_madvise(start, length, advice))[1])
+    values = np.random.default_rng(5).standard_normal(1_300_001).astype(np.float32)  # 5.2 MB
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"\x00" * 3 + values.tobytes())
+    with open(path, "rb") as file:
+        mapping = map_file(file.fileno())
+    large = torch.empty(values.shape)
+    copy_into(large.numpy(), np.frombuffer(mapping, np.float32, count=values.size, offset=3))
+    assert np.array_equal(large.numpy().view(np.uint32), values.view(np.uint32))
+    (start, length, advice), = hints
+    pointer, page = large.data_ptr(), mmap.PAGESIZE
+    assert advice == mmap.MADV_HUGEPAGE and start % page == 0 and length % page == 0
+    assert pointer <= start < start + length <= pointer + large.numel() * 4
+    small = torch.empty(1000)
+    copy_into(small.numpy(), np.frombuffer(mapping, np.float32, count=1000, offset=3))
+    assert len(hints) == 1 and np.array_equal(small.numpy(), values[:1000])
