@@ -34,5 +34,5 @@ setup(
             "grpcio-tools==1.85.1",
         ],
     },
-    entry_points={"console_scripts": ["caffe2torch=caffe2torch.cli:main"]},
+    entry_points={"console_scripts": ["caffe2torch=caffe2torch.cli:run"]},
 )

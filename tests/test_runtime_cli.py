@@ -333,3 +333,21 @@ def test_session_runs_the_optimized_graph_unless_exact(random_net: Path, exact: 
     assert not isinstance(session.module, OptimizedNet)  # outputs= and compare read the faithful graph
     if not exact:
         assert session.runnable.channels_last  # eager float32 on the CPU: oneDNN on NHWC
+
+
+@pytest.mark.parametrize("own_process", [True, False], ids=["console-script", "caller's-process"])
+def test_commands_running_nets_keep_freed_memory_only_in_their_own_process(random_net: Path, monkeypatch,
+                                                                           own_process: bool) -> None:
+    """The console script (caffe2torch.cli.run) lets glibc keep freed memory for the next batch; a caller's
+    process (here CliRunner's, as an application's) keeps its allocator."""
+    import sys
+
+    import caffe2torch.optimize  # noqa: F401  (the module, for its keep_freed_memory)
+
+    calls = []
+    monkeypatch.setattr(sys.modules["caffe2torch.optimize"], "keep_freed_memory", lambda: calls.append(1) or True)
+    result = CliRunner().invoke(main, ["bench", str(random_net / "net.prototxt"), "--batch-size", "1",
+                                       "--iterations", "1", "--warmup", "0", "--device", "cpu"],
+                                obj={"own_process": True} if own_process else None)
+    assert result.exit_code == 0, result.output
+    assert calls == ([1] if own_process else [])

@@ -1,5 +1,5 @@
 """``python -m caffe2torch.cli``: the same command, for launchers such as torchrun -m."""
 
-from caffe2torch.cli import main
+from caffe2torch.cli import run
 
-main()
+run()

@@ -33,11 +33,13 @@ def bench(prototxt: str, weights: str | None, batch_size: int, device: str | Non
     """Measure images/s and per-batch latency (p50/p90/p99) of PROTOTXT after a warm-up."""
     if json_path is not None and Path(json_path).exists() and not force:
         raise InputError(f"{json_path}: already exists (use --force to overwrite)")
+    from caffe2torch.cli import reuse_freed_memory
     from caffe2torch.runtime.bench import bench as run_bench
     from caffe2torch.runtime.device import Inference, choose_device
     from caffe2torch.files import write_json
     from caffe2torch.runtime.session import open_session
 
+    reuse_freed_memory()
     inference = Inference(choose_device(device), precision, channels_last=channels_last, compile=compile_model)
     session = open_session(prototxt, weights, inference, random_init=weights is None, exact=exact)
     result = run_bench(session.runnable, session.input_shapes, inference, batch_size=batch_size,

@@ -50,8 +50,10 @@ def predict(prototxt: str, weights: str, images: tuple[str, ...], top: int, clas
     A net outside the zoo needs its preprocessing: --preset, --transform-from, or the steps (--resize,
     --crop, --mean/--mean-file, --scale, --channel-order).
     """
+    from caffe2torch.cli import reuse_freed_memory
     from caffe2torch.runtime.predict import predict as run_predict
 
+    reuse_freed_memory()
     predictions = run_predict(prototxt, weights, list(images), top=top, class_names=class_names,
                               names_order=label_order, model_name=model_name, preset_name=preset_name,
                               interpolation=interpolation, device=device, precision=precision, output=output,

@@ -65,9 +65,11 @@ def verify(prototxt: str, weights: str, images: str, labels: str | None, model_n
     """
     if json_path is not None and Path(json_path).exists() and not force:
         raise InputError(f"{json_path}: already exists (use --force to overwrite)")
+    from caffe2torch.cli import reuse_freed_memory
     from caffe2torch.files import write_json
     from caffe2torch.runtime.verify import verify as run_verify
 
+    reuse_freed_memory()
     result = run_verify(prototxt, weights, images, labels, model_name=model_name, preset_name=preset_name,
                         interpolation=interpolation, label_order=label_order, batch_size=batch_size,
                         device=device, precision=precision, limit=limit, skip_missing=skip_missing,
