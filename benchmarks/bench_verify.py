@@ -45,6 +45,7 @@ import torch
 
 from caffe2torch import zoo
 from caffe2torch.caffe_proto import write_caffemodel
+from caffe2torch.optimize import keep_freed_memory
 from caffe2torch.runtime.bench import bench
 from caffe2torch.runtime.data import LabeledImage, default_workers
 from caffe2torch.runtime.device import Inference, choose_device
@@ -197,6 +198,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     workers = args.workers if args.workers is not None else sorted({0, default_workers()})
+    keep_freed_memory()  # as the verify and bench commands do in their own processes (caffe2torch.cli.run)
     entry = zoo.get(args.net)
     inference = Inference(choose_device(args.device))
     print(f"{entry.title}, seeded weights, fp32 on {inference.device}, batch {args.batch_size}, "
