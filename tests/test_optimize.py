@@ -450,16 +450,19 @@ def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(16 * 2**20).fill_(1)  # 64 MiB, freed at once
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-for _ in range(3):  # glibc's memalign may need a second block before it reuses freed ones
-    faults()
-print(faults())
+# torch's aligned allocations leave small remainders that its own small objects then pin: depending on the
+# heap's layout (address randomisation), glibc may take up to about 9 more blocks before it reuses freed ones
+counts = [faults() for _ in range(16)]
+print(max(counts[-4:]), min(counts[-4:]))
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_keep_freed_memory_reuses_large_blocks_without_page_faults() -> None:
-    """By default glibc returns a freed 64 MiB block to the kernel, and the next one is faulted in anew
-    (16,384 pages); once freed memory is kept, blocks are reused."""
-    counts = {mode: int(subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
-                                       check=True).stdout.split()[-1]) for mode in ("default", "keep")}
-    assert counts["default"] > 10_000 and counts["keep"] < 1_000, counts
+    """By default glibc returns a freed 64 MiB block to the kernel, and every next one is faulted in anew
+    (16,384 pages); once freed memory is kept, blocks are reused after a bounded warm-up."""
+    counts = {mode: [int(v) for v in subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True,
+                                                    text=True, check=True).stdout.split()[-2:]]
+              for mode in ("default", "keep")}
+    most_kept, least_default = counts["keep"][0], counts["default"][1]
+    assert least_default > 10_000 and most_kept < 1_000, counts
