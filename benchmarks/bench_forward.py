@@ -8,6 +8,9 @@ N x 3 x 224 x 224 inputs.  Contenders:
 - faithful: the graph caffe2torch.load() returns (every Caffe layer a module, every blob available);
 - optimized: caffe2torch.optimize(model) with its default memory format (``optimized-nchw``, with
   ``--formats``, is channels_last=False: what the default was chosen against);
+- compiled: what ``caffe2torch bench --compile`` runs: torch.compile (inductor) of the optimized graph
+  prepared for compilation (NCHW; inductor chooses its own layouts and reorders weights itself), compiled
+  during the warm-up call;
 - onnxruntime: the faithful net exported by caffe2torch.export(formats=("onnx",)), run by ONNX Runtime's
   CPU provider with all graph optimizations (its own folding and fusions), when onnxruntime is installed;
 - opencv: OpenCV's dnn (4.x) on the deploy prototxt and a caffemodel of the same weights, with its own
@@ -52,11 +55,14 @@ import torch
 
 import caffe2torch
 from caffe2torch import zoo
+from caffe2torch.runtime.device import Inference
+from caffe2torch.runtime.session import inference_graph
 from caffe2torch.testing import seeded_weights, smooth_images
 
 # The targets at 2 threads: optimized at batch 8 at least as fast as ONNX Runtime and 1.5x the
 # faithful graph; time per image at batch 32 at most 1.1x that at batch 8.
 TARGET_VS_ORT, TARGET_VS_FAITHFUL, TARGET_BATCH_32_PER_IMAGE = 1.0, 1.5, 1.1
+TARGET_COMPILED_VS_ORT = 1.3
 DEFAULT_ROUNDS = {1: 15, 8: 7, 32: 4}
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -202,7 +208,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="timed calls per contender and batch (default: 15/7/4 "
                                                    "for batch 1/8/32, 4 above)")
     parser.add_argument("--contenders", nargs="+", default=["faithful", "optimized", "onnxruntime", "opencv"],
-                        choices=["faithful", "optimized", "optimized-nchw", "onnxruntime", "opencv"])
+                        choices=["faithful", "optimized", "optimized-nchw", "compiled", "onnxruntime", "opencv"])
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="first call caffe2torch.optimize.keep_freed_memory() (glibc keeps freed memory for "
                              "reuse: no kernel page zeroing at every forward pass; process-wide)")
@@ -230,6 +236,9 @@ def main() -> None:
     optimized = {"optimized": caffe2torch.optimize(model)}
     if "optimized-nchw" in args.contenders:
         optimized["optimized-nchw"] = caffe2torch.optimize(model, channels_last=False)
+    if "compiled" in args.contenders:  # what `caffe2torch bench --compile` runs
+        compiled = Inference(torch.device("cpu"), compile=True)
+        optimized["compiled"] = compiled.prepare(inference_graph(model, compiled))
     versions = [f"torch {torch.__version__}"]
     for package in ("onnxruntime", "cv2"):
         try:
@@ -303,6 +312,9 @@ def main() -> None:
         if "onnxruntime" in medians:
             checks.append(("batch 8: optimized vs ONNX Runtime", medians["onnxruntime"] / medians["optimized"],
                            ">=", TARGET_VS_ORT))
+        if "onnxruntime" in medians and "compiled" in medians:
+            checks.append(("batch 8: compiled vs ONNX Runtime", medians["onnxruntime"] / medians["compiled"],
+                           ">=", TARGET_COMPILED_VS_ORT))
         if "faithful" in medians:
             checks.append(("batch 8: optimized vs faithful", medians["faithful"] / medians["optimized"],
                            ">=", TARGET_VS_FAITHFUL))
