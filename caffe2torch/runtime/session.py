@@ -34,9 +34,10 @@ def named_zoo_entry(model_name: str) -> Any:
 
 @dataclass
 class Session:
-    """A converted net on its device.  ``module`` is the faithful converted GraphModule (every blob, its
-    description), ``runnable`` what runs: its :func:`caffe2torch.optimize` graph (the faithful one when
-    exact) prepared for ``inference`` (moved, maybe channels-last or compiled)."""
+    """A converted net on its device.  ``module`` is the graph that runs: :func:`caffe2torch.optimize`'s (the
+    faithful one with ``exact``), which keeps the converted net's description (inputs, outputs and their
+    layer types, zoo model, deploy form); ``runnable`` is the same prepared for ``inference`` (moved, maybe
+    channels-last or compiled)."""
 
     module: nn.Module
     runnable: nn.Module
@@ -123,8 +124,9 @@ def open_session(prototxt: Any, weights: Any, inference: Inference, *, model_nam
         entry = named_zoo_entry(module.zoo_model)
         preset = resolve_preprocessing(options, entry.preset)
     model_name = entry.name if entry is not None else None
-    runnable = module if exact else inference_graph(module, inference)
-    return Session(module, inference.prepare(runnable), inference, model_name, entry, preset, output)
+    if not exact:  # the faithful graph's weights are dropped with it: the optimized graph has its own
+        module = inference_graph(module, inference)
+    return Session(module, inference.prepare(module), inference, model_name, entry, preset, output)
 
 
 def inference_graph(module: nn.Module, inference: Inference) -> nn.Module:
