@@ -112,14 +112,18 @@ class FastConv2d(nn.Conv2d):
         self._packed: dict[tuple, torch.Tensor] = {}
 
     @classmethod
-    def of(cls, conv: nn.Conv2d, *, relu: bool, channels_last: bool) -> "FastConv2d":
-        """A FastConv2d with ``conv``'s geometry and (frozen) tensors."""
+    def of(cls, conv: nn.Conv2d, *, relu: bool, channels_last: bool, copy: bool = True) -> "FastConv2d":
+        """A FastConv2d with ``conv``'s geometry and (frozen) copies of its tensors; ``copy=False`` takes
+        them over instead (a module made for the purpose, nobody else's)."""
         module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
                      padding_mode=conv.padding_mode, relu=relu, channels_last=channels_last, device="meta")
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        module.weight = nn.Parameter(conv.weight.detach().clone(memory_format=memory_format), requires_grad=False)
-        module.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        weight, bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+        if copy:
+            weight, bias = weight.clone(memory_format=memory_format), None if bias is None else bias.clone()
+        module.weight = nn.Parameter(weight.contiguous(memory_format=memory_format), requires_grad=False)
+        module.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         return module
 
     def __getstate__(self) -> dict:
@@ -277,16 +281,19 @@ def _output_channels(module: nn.Module) -> int | None:
 def _fold(module: nn.Module, affine: _Affine) -> nn.Module:
     """A copy of the Convolution / Deconvolution / InnerProduct ``module`` computing ``affine`` of its output:
     weight and bias multiplied (and shifted) per output channel in float64, cast to float32 once."""
-    folded = copy.deepcopy(module)
+    # a copy of everything but the weight and bias, which are replaced below (copying them would be wasted)
+    memo = {id(tensor): None for tensor in (module.weight, module.bias) if tensor is not None}
+    folded = copy.deepcopy(module, memo)
     channels = _output_channels(module)
     scale, shift = (t.expand(channels) if t.numel() == 1 else t for t in (affine.scale, affine.shift))
-    weight = module.weight.detach().double()
+    # a contiguous float64 copy, multiplied in place
+    weight = module.weight.detach().to(torch.float64, memory_format=torch.contiguous_format, copy=True)
     if type(module) in _DECONVOLUTIONS:  # (inputs, outputs / groups, kernel...): output channel g * per + j
         groups = module.groups
         grouped = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:])
-        weight = (grouped * scale.reshape(groups, 1, -1, *([1] * (weight.dim() - 2)))).reshape(weight.shape)
+        grouped.mul_(scale.reshape(groups, 1, -1, *([1] * (weight.dim() - 2))))
     else:  # (outputs, ...)
-        weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+        weight.mul_(scale.reshape(-1, *([1] * (weight.dim() - 1))))
     bias = module.bias.detach().double() if module.bias is not None else torch.zeros_like(shift)
     folded.weight = nn.Parameter(weight.to(module.weight.dtype), requires_grad=False)
     folded.bias = nn.Parameter((bias * scale + shift).to(module.weight.dtype), requires_grad=False)
@@ -451,11 +458,12 @@ class _Optimizer:
             scale = None if bool((affine.scale == 1).all()) else affine.scale.float()
             shift = None if scale is not None and bool((affine.shift == 0).all()) else affine.shift.float()
             return ChannelAffine(scale, shift)
-        if group.affine is not None:
+        folded = group.affine is not None
+        if folded:  # a new module with new tensors
             producer = _fold(producer, group.affine)
         if type(producer) is nn.Conv2d:
-            return FastConv2d.of(producer, relu=group.relu is not None, channels_last=channels_last)
-        return copy.deepcopy(producer)
+            return FastConv2d.of(producer, relu=group.relu is not None, channels_last=channels_last, copy=not folded)
+        return producer if folded else copy.deepcopy(producer)
 
     def node_module(self, node: fx.Node, channels_last: bool) -> nn.Module:
         module = self.module(node)

@@ -415,6 +415,20 @@ def test_optimize_leaves_the_faithful_model_unchanged_and_copies_run() -> None:
     assert not any(parameter.requires_grad for parameter in optimized.parameters())
 
 
+@pytest.mark.parametrize("text", [CONV_BN_SCALE % {"eps": 1e-5, "bias": "true"}, SE_BLOCK, AFTER_INNER_PRODUCT,
+                                  AFTER_DECONVOLUTION], ids=["folded-conv", "plain-convs", "folded-ip", "folded-deconv"])
+def test_the_optimized_nets_tensors_are_its_own(text: str) -> None:
+    """Folded or copied, no tensor of the optimized net shares memory with the faithful net's (folds multiply
+    in place, and FastConv2d takes a folded module's tensors over)."""
+    net = parse_prototxt(text)
+    model = caffe2torch.load(net, _weights(net))
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    optimized = caffe2torch.optimize(model)
+    faithful = {tensor.untyped_storage().data_ptr() for tensor in model.state_dict().values()}
+    assert not any(tensor.untyped_storage().data_ptr() in faithful for tensor in optimized.state_dict().values())
+    assert all(torch.equal(tensor, state[name]) for name, tensor in model.state_dict().items())
+
+
 def test_every_node_records_its_caffe_layers() -> None:
     net = parse_prototxt(CONV_BN_SCALE % {"eps": 1e-5, "bias": "true"} + """
         layer { name: "pool" type: "Pooling" bottom: "conv1" top: "pool"
