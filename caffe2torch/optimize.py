@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from caffe2torch.converter.build import CaffeNet, DescribedGraph
 from caffe2torch.modules import batch_norm as batch_norm_modules
 from caffe2torch.modules.activation import ELU, AbsVal, PReLU, ReLU
 from caffe2torch.modules.batch_norm import BatchNorm
@@ -73,9 +74,9 @@ CHANNELS_LAST_DEFAULT = True
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _DECONVOLUTIONS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-# The CaffeNet attributes describing the net's interface and origin, which the optimized net keeps.
-_KEPT_ATTRIBUTES = ("input_names", "input_shapes", "output_shapes", "output_types", "net_name", "notes", "deploy",
-                    "zoo_model", "preset", "label_order", "preprocessing_hints")
+# The CaffeNet attributes describing the net's interface and origin, which the optimized net keeps (not its
+# submodules' Caffe names, which it has its own of, nor the faithful layers' blob shapes).
+_KEPT_ATTRIBUTES = tuple(name for name in CaffeNet.DESCRIPTION if name not in ("caffe_names", "blob_shapes"))
 _PACKED_SHAPES = 4  # input shapes a FastConv2d keeps reordered weights for
 
 
@@ -206,22 +207,14 @@ class InplaceReLU(nn.Module):
         return F.leaky_relu_(x, self.negative_slope)
 
 
-class OptimizedNet(fx.GraphModule):
+class OptimizedNet(DescribedGraph):
     """The optimized inference graph (see the module docstring).  ``caffe_layers`` maps each submodule to
     the Caffe layers it computes (``caffe_names`` to the last of them, whose output it is);
     ``removed_layers`` are the layers that compute nothing at inference (Dropout, Split...);
     ``channels_last`` says how convolutions compute.  The faithful net's description (``input_names``,
     ``input_shapes``, ``output_shapes``, ``deploy``, ``zoo_model``...) is kept."""
 
-    OPTIMIZED_ATTRIBUTES = (*_KEPT_ATTRIBUTES, "caffe_layers", "caffe_names", "removed_layers", "channels_last")
-
-    def __deepcopy__(self, memo: dict) -> "OptimizedNet":
-        # GraphModule's deepcopy rebuilds the module from its graph and forgets other attributes.
-        copied = super().__deepcopy__(memo)
-        for name in self.OPTIMIZED_ATTRIBUTES:
-            if hasattr(self, name):
-                setattr(copied, name, copy.deepcopy(getattr(self, name), memo))
-        return copied
+    DESCRIPTION = (*_KEPT_ATTRIBUTES, "caffe_layers", "caffe_names", "removed_layers", "channels_last")
 
 
 @dataclass

@@ -20,11 +20,25 @@ from caffe2torch.converter.registry import LayerContext, check_counts, get_conve
 from caffe2torch.errors import Caffe2TorchError, ConversionError
 
 
-class CaffeNet(fx.GraphModule):
+class DescribedGraph(fx.GraphModule):
+    """A GraphModule whose attributes describing the net (``DESCRIPTION``) survive deep copies:
+    GraphModule's own deepcopy rebuilds the module from its graph and forgets other attributes."""
+
+    DESCRIPTION: tuple[str, ...] = ()
+
+    def __deepcopy__(self, memo: dict) -> "DescribedGraph":
+        copied = super().__deepcopy__(memo)
+        for name in self.DESCRIPTION:
+            if hasattr(self, name):
+                setattr(copied, name, copy.deepcopy(getattr(self, name), memo))
+        return copied
+
+
+class CaffeNet(DescribedGraph):
     """The converted net.  ``caffe_names`` maps each submodule to its Caffe layer name; the other
     attributes describe the net's inputs, outputs and blobs."""
 
-    CAFFE_ATTRIBUTES = ("caffe_names", "input_names", "input_shapes", "output_shapes", "blob_shapes",
+    DESCRIPTION = ("caffe_names", "input_names", "input_shapes", "output_shapes", "blob_shapes",
                         "net_name", "notes", "output_types", "deploy", "zoo_model", "preset", "label_order",
                         "preprocessing_hints")
 
@@ -34,14 +48,6 @@ class CaffeNet(fx.GraphModule):
     preset: str | None = None
     label_order: str | None = None
     preprocessing_hints: dict[str, Any] | None = None
-
-    def __deepcopy__(self, memo: dict) -> "CaffeNet":
-        # GraphModule's deepcopy rebuilds the module from its graph and forgets other attributes.
-        copied = super().__deepcopy__(memo)
-        for name in self.CAFFE_ATTRIBUTES:
-            if hasattr(self, name):
-                setattr(copied, name, copy.deepcopy(getattr(self, name), memo))
-        return copied
 
 
 # Module-level names of the exported model.py (export.generate_code writes them) besides the copied layer
@@ -61,7 +67,7 @@ def reserved_names() -> frozenset[str]:
     library_files = [module for module in vars(modules).values() if isinstance(module, types.ModuleType)]
     copied = {name for module in library_files for name in vars(module) if not name.startswith("__")}
     return frozenset({*keyword.kwlist, *dir(builtins), "self", *dir(CaffeNet(nn.Module(), fx.Graph())),
-                      *CaffeNet.CAFFE_ATTRIBUTES, *MODEL_PY_NAMES, *copied})
+                      *CaffeNet.DESCRIPTION, *MODEL_PY_NAMES, *copied})
 
 
 class Identifiers:
