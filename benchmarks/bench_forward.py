@@ -58,6 +58,7 @@ from caffe2torch import zoo
 from caffe2torch.runtime.device import Inference
 from caffe2torch.runtime.session import inference_graph
 from caffe2torch.testing import seeded_weights, smooth_images
+from cpu_share import CpuShare  # beside this script
 
 # The issue's targets at 2 threads: optimized at batch 8 at least as fast as ONNX Runtime and 1.5x the
 # faithful graph; time per image at batch 32 at most 1.1x that at batch 8; compiled at least 1.3x ONNX Runtime.
@@ -67,33 +68,6 @@ DEFAULT_ROUNDS = {1: 15, 8: 7, 32: 4}
 
 Runner = Callable[[np.ndarray], np.ndarray]
 _AXPY_REGISTERED = False
-
-
-class CpuShare:
-    """The share of the machine's CPU time that other processes used while measuring (from /proc/stat and
-    this process's own CPU time); None where /proc is absent."""
-
-    def __enter__(self) -> "CpuShare":
-        self.start = self._busy(), time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy, own, wall = self._busy(), time.process_time(), time.perf_counter()
-        if busy is None or self.start[0] is None:
-            self.others = None
-            return
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = (wall - self.start[2]) * (os.cpu_count() or 1)
-        self.others = max(0.0, ((busy - self.start[0]) / ticks - (own - self.start[1])) / total)
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        except OSError:
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        return float(user + nice + system + irq + softirq + steal)
 
 
 def torch_runner(model: torch.nn.Module, output: str) -> Runner:

@@ -54,38 +54,12 @@ from caffe2torch.runtime.preprocess import decode_image, resize_image, resized_s
 from caffe2torch.runtime.session import open_session
 from caffe2torch.runtime.verify import verify
 from caffe2torch.testing import seeded_weights, smooth_images
+from cpu_share import CpuShare  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "realmodels" / "imagenet-val-100"
 SENET_LABELS = ROOT.parent / "shared" / "senet" / "ILSVRC2017_val.txt"
 TARGET_RATIO = 0.9
-
-
-class CpuShare:
-    """The share of the machine's CPU time that other processes used while measuring (from /proc/stat and
-    this process's own CPU time); None where /proc is absent."""
-
-    def __enter__(self) -> CpuShare:
-        self.start = self._busy(), time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy, own, wall = self._busy(), time.process_time(), time.perf_counter()
-        if busy is None or self.start[0] is None:
-            self.others = None
-            return
-        total = (wall - self.start[2]) * (os.cpu_count() or 1)
-        used = (busy - self.start[0]) / os.sysconf("SC_CLK_TCK") - (own - self.start[1])
-        self.others = min(1.0, max(0.0, used / total))
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        except OSError:
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        return float(user + nice + system + irq + softirq + steal)
 
 
 def wait_for_quiet(threshold: float, timeout: float, interval: float = 2.0) -> float | None:
