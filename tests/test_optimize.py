@@ -28,6 +28,7 @@ from caffe2torch.converter import expected_blob_shapes
 from caffe2torch.modules import BatchNorm, Eltwise, ReLU, Scale
 from caffe2torch.optimize import CAFFE_LAYERS, ChannelAffine, FastConv2d, FusedAxpy, InplaceReLU, OptimizedNet
 from caffe2torch.testing import max_abs_diff, seeded_weights, smooth_images
+from tests import test_golden_senet as golden
 from tests.conftest import shared_path
 
 
@@ -36,25 +37,14 @@ from tests.conftest import shared_path
 
 @dataclass(frozen=True)
 class ZooNet:
-    name: str
-    logits_tolerance: float  # as tests/test_golden_senet.py allows against OpenCV
-    intermediate: tuple[str, ...]
-    slow: bool
+    name: str  # in the zoo
+    golden: golden.GoldenNet  # the release net's tolerances, as the golden tests allow against OpenCV
 
 
-RESNET_BLOBS = ("conv2_1_global_pool", "conv2_1_prob", "conv3_1_prob")
-INCEPTION_BLOBS = ("inception_3a_global_pool", "inception_3a_prob", "inception_4a_prob")
-INTERMEDIATE_TOLERANCE = 1e-4
-NETS = [
-    ZooNet("se_bn_inception", 1e-3, INCEPTION_BLOBS, slow=False),
-    ZooNet("se_resnet50", 1e-3, RESNET_BLOBS, slow=False),
-    ZooNet("se_resnext50", 1e-3, RESNET_BLOBS, slow=False),
-    ZooNet("se_resnet101", 2e-3, RESNET_BLOBS, slow=True),
-    ZooNet("se_resnext101", 2e-3, RESNET_BLOBS, slow=True),
-    ZooNet("se_resnet152", 2e-3, RESNET_BLOBS, slow=True),
-    ZooNet("senet154", 5e-3, RESNET_BLOBS, slow=True),
-]
-ZOO_NETS = [pytest.param(net, id=net.name, marks=[pytest.mark.slow] if net.slow else []) for net in NETS]
+ZOO_NAMES = {zoo.get(name).release_file.removesuffix(".prototxt"): name for name in zoo.MODELS}
+NETS = {ZOO_NAMES[net.stem]: ZooNet(ZOO_NAMES[net.stem], net) for net in golden.NETS}
+ZOO_NETS = [pytest.param(net, id=name, marks=[pytest.mark.slow] if net.golden.slow else [])
+            for name, net in NETS.items()]
 
 
 @dataclass
@@ -79,7 +69,7 @@ def zoo_run():
             weights = seeded_weights(net, smooth_images(2, seed=1))
             inputs = torch.from_numpy(smooth_images(2, seed=2))  # not the calibration images
             softmax = [layer for layer in net.layer if layer.type == "Softmax"][-1]
-            names = [softmax.bottom[0], softmax.top[0], *spec.intermediate]
+            names = [softmax.bottom[0], softmax.top[0], *spec.golden.intermediate]
             model = caffe2torch.load(net, weights, outputs=names, input_shape=tuple(inputs.shape))
             with torch.no_grad():
                 faithful = model(inputs)
@@ -100,19 +90,19 @@ def test_zoo_net_optimized_in_nchw_matches_faithful(zoo_run, spec: ZooNet) -> No
         ours = optimized(run.inputs)
     reference = {name: value.numpy() for name, value in run.faithful.items()}
     logits, prob, *intermediate = run.names
-    assert max_abs_diff(ours, reference, logits) <= spec.logits_tolerance
+    assert max_abs_diff(ours, reference, logits) <= spec.golden.logits_tolerance
     assert np.ptp(reference[logits], axis=1).min() > 1.0  # logits that carry signal
-    assert max_abs_diff(ours, reference, prob) <= spec.logits_tolerance
+    assert max_abs_diff(ours, reference, prob) <= spec.golden.logits_tolerance
     np.testing.assert_array_equal(ours[prob].argmax(1).numpy(), reference[prob].argmax(1))
     diffs = {name: max_abs_diff(ours, reference, name) for name in intermediate}
-    assert max(diffs.values()) <= INTERMEDIATE_TOLERANCE, diffs
+    assert max(diffs.values()) <= golden.INTERMEDIATE_TOLERANCE, diffs
     assert all(value.is_contiguous() for value in ours.values())
 
 
 def test_se_resnext50_graph_is_folded_and_fused(zoo_run) -> None:
     """Nothing of BatchNorm or Scale remains; every SE block's Axpy is one addcmul written into the
     shortcut; a convolution carries the names of the layers folded into it."""
-    run = zoo_run(NETS[2])
+    run = zoo_run(NETS["se_resnext50"])
     optimized = caffe2torch.optimize(run.model)
     kinds = [type(module) for module in optimized.children()]
     assert BatchNorm not in kinds and Scale not in kinds and ChannelAffine not in kinds
@@ -134,14 +124,14 @@ def test_se_resnext50_graph_is_folded_and_fused(zoo_run) -> None:
 
 
 def test_optimized_net_with_the_default_output_keeps_the_description(zoo_run) -> None:
-    run = zoo_run(NETS[2])
+    run = zoo_run(NETS["se_resnext50"])
     single = caffe2torch.load(run.net, run.weights, input_shape=tuple(run.inputs.shape))  # the probabilities
     optimized = caffe2torch.optimize(single)
     assert isinstance(optimized, OptimizedNet) and isinstance(optimized, torch.fx.GraphModule)
     with torch.no_grad():
         ours = optimized(run.inputs)
     assert isinstance(ours, torch.Tensor) and ours.is_contiguous()
-    assert max_abs_diff({"prob": ours}, {"prob": run.faithful["prob"].numpy()}, "prob") <= NETS[2].logits_tolerance
+    assert max_abs_diff({"prob": ours}, {"prob": run.faithful["prob"].numpy()}, "prob") <= NETS["se_resnext50"].golden.logits_tolerance
     for name in ("input_names", "input_shapes", "output_shapes", "output_types", "zoo_model", "preset",
                  "label_order"):
         assert getattr(optimized, name) == getattr(single, name)
