@@ -315,6 +315,21 @@ def test_lrn(size: int, region: str) -> None:
     check(y, expected)
 
 
+@pytest.mark.parametrize("size", [13, 15, 2_147_483_647])
+def test_lrn_window_wider_than_the_input(size: int) -> None:
+    """A window past every channel (or pixel) adds only zeros, and memory does not grow with local_size: the
+    largest odd int Caffe accepts runs on a 7-channel map (it asked for 128 GiB of padding once)."""
+    x = rand(2, 7, 5, 6, seed=14) * 3
+    params = f"lrn_param {{ local_size: {size} alpha: 0.5 beta: 0.75 k: 2 }}"
+    _, y = run(layer("norm", "LRN", ["data"], ["norm"], params), {"data": x})
+    check(y, lrn_across_ref(x, size, 0.5, 0.75, 2.0))
+    params = f"lrn_param {{ local_size: {size} alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL }}"
+    _, y = run(layer("norm", "LRN", ["data"], ["norm"], params), {"data": x})
+    # every window covers the whole 5 x 6 map: Caffe divides its sum by size^2 all the same
+    squares = (x.astype(np.float64) ** 2).sum(axis=(2, 3), keepdims=True) / float(size) ** 2
+    check(y, x * (1 + 0.5 * squares) ** -0.75)
+
+
 @pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
 @pytest.mark.parametrize("size", [2, 4])
 def test_lrn_even_size_is_refused_as_caffe_does(size: int, region: str) -> None:

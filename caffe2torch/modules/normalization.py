@@ -36,8 +36,11 @@ class LRN(nn.Module):
         pre_pad = (self.size - 1) // 2
         square = x * x
         if self.across_channels:
-            padded = F.pad(square, (0, 0, 0, 0, pre_pad, self.size - 1 - pre_pad))
-            sums = F.avg_pool3d(padded.unsqueeze(1), (self.size, 1, 1), stride=1,
+            # A window reaching more than C - 1 channels past either end only adds zeros: padding by at most
+            # that much gives the same sums without allocating memory in proportion to local_size.
+            before, after = min(pre_pad, x.shape[1] - 1), min(self.size - 1 - pre_pad, x.shape[1] - 1)
+            padded = F.pad(square, (0, 0, 0, 0, before, after))
+            sums = F.avg_pool3d(padded.unsqueeze(1), (before + after + 1, 1, 1), stride=1,
                                 divisor_override=1).squeeze(1)
             scale = self.k + (self.alpha / self.size) * sums
         else:
