@@ -56,27 +56,67 @@ def _torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode:
 
 def padded_pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
                   pad: tuple[int, int], round_up: bool = True) -> torch.Tensor:
-    """Caffe's pooling for any padding: pad explicitly, pool without padding, divide by Caffe's divisors."""
-    height, width = x.shape[-2:]
-    out_h = pooled_size(height, kernel[0], stride[0], pad[0], round_up)
-    out_w = pooled_size(width, kernel[1], stride[1], pad[1], round_up)
-    # Pad so that every window Caffe visits lies inside; windows past height + pad are clipped by Caffe,
-    # which the divisor below (AVE) and the -inf fill (MAX) reproduce.
-    extra_h = (out_h - 1) * stride[0] + kernel[0] - height - pad[0]
-    extra_w = (out_w - 1) * stride[1] + kernel[1] - width - pad[1]
-    padding = (pad[1], max(extra_w, 0), pad[0], max(extra_h, 0))
+    """Caffe's pooling for any padding: lay each axis out so that plain pooling (no padding) visits Caffe's
+    windows, pool, and divide by Caffe's divisors (AVE).
+
+    An axis is either padded explicitly (fill -inf for MAX, 0 for AVE), or, where that would be longer, its
+    windows are gathered one after another, each clipped to the input and filled up to the longest: kernel
+    and padding can be huge (Caffe only asks pad < kernel), and this way memory stays within the output times
+    the clipped window.  Either way every window holds its real values in Caffe's order, so sums are Caffe's.
+    """
+    fill = float("-inf") if method == "MAX" else 0.0
+    sizes = tuple(x.shape[-2:])
+    outs = tuple(pooled_size(size, k, s, p, round_up) for size, k, s, p in zip(sizes, kernel, stride, pad))
+    windows = []
+    for axis, size, out, k, s, p in zip((-2, -1), sizes, outs, kernel, stride, pad):
+        x, window = _lay_out_axis(x, axis, size, out, k, s, p, fill)
+        windows.append(window)
     if method == "MAX":
-        if any(padding):
-            x = F.pad(x, padding, value=float("-inf"))
-        y = F.max_pool2d(x, kernel, stride)
+        y = F.max_pool2d(x, *zip(*windows))
     else:
-        if any(padding):
-            x = F.pad(x, padding)
-        y = F.avg_pool2d(x, kernel, stride, divisor_override=1)
-        div_h = average_divisors(height, kernel[0], stride[0], pad[0], out_h, y.device).to(y.dtype)
-        div_w = average_divisors(width, kernel[1], stride[1], pad[1], out_w, y.device).to(y.dtype)
+        y = F.avg_pool2d(x, *zip(*windows), divisor_override=1)
+        div_h = average_divisors(sizes[0], kernel[0], stride[0], pad[0], outs[0], y.device).to(y.dtype)
+        div_w = average_divisors(sizes[1], kernel[1], stride[1], pad[1], outs[1], y.device).to(y.dtype)
         y = y / (div_h[:, None] * div_w[None, :])
-    return y[..., :out_h, :out_w]
+    return y[..., :outs[0], :outs[1]]
+
+
+def _lay_out_axis(x: torch.Tensor, axis: int, size: int, out: int, kernel: int, stride: int, pad: int,
+                  fill: float) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``x`` laid out along ``axis`` for plain pooling, and that pooling's (kernel, stride) on the axis."""
+    longest = max(_longest_window(size, out, kernel, stride, pad), 1)
+    padded_length = (out - 1) * stride + kernel
+    if padded_length <= out * longest:
+        # Windows past size + pad are clipped by Caffe, which the fill (MAX) and the divisors (AVE) reproduce.
+        after = max(padded_length - size - pad, 0)
+        padding = [0, 0] * (-axis - 1) + [pad, after]
+        return (F.pad(x, padding, value=fill) if pad or after else x), (kernel, stride)
+    if size == 0:  # nothing to gather: every window holds the fill alone
+        shape = list(x.shape)
+        shape[axis] = out * longest
+        return x.new_full(shape, fill), (longest, longest)
+    start = torch.arange(out, device=x.device) * stride - pad
+    low, high = start.clamp(0, size), (start + kernel).clamp(0, size)
+    offsets = torch.arange(longest, device=x.device)
+    index = low[:, None] + offsets
+    inside = index < high[:, None]
+    gathered = x.index_select(axis, index.clamp(max=size - 1).flatten())
+    mask_shape = [out * longest] + [1] * (-axis - 1)
+    gathered = gathered.masked_fill(~inside.flatten().view(mask_shape), fill)
+    return gathered, (longest, longest)
+
+
+def _longest_window(size: int, out: int, kernel: int, stride: int, pad: int) -> int:
+    """The most input positions one of the ``out`` windows (starting at ``i * stride - pad``) holds, in plain
+    integers (a shape, which tracing and export need static).  The clipped length is concave in the start and
+    at its most, ``min(kernel, size)``, for starts between ``min(0, size - kernel)`` and ``max(0, size -
+    kernel)``: the first start at or past that range, the one before it and the two ends are the candidates."""
+    def length(i: int) -> int:
+        start = i * stride - pad
+        return max(min(start + kernel, size) - max(start, 0), 0)
+
+    first = -(-(min(0, size - kernel) + pad) // stride)  # the first window starting at or past the range
+    return max(length(i) for i in {0, out - 1, min(max(first, 0), out - 1), min(max(first - 1, 0), out - 1)})
 
 
 class Pooling(nn.Module):
