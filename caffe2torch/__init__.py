@@ -10,11 +10,12 @@ from caffe2torch.errors import (
     ConversionError,
     InputError,
     ResourceLimitError,
+    RunError,
 )
 
 __version__ = "0.1.0"
 __all__ = ["load", "optimize", "export", "__version__", "Caffe2TorchError", "CaffeFormatError", "ConversionError",
-           "InputError", "ResourceLimitError"]
+           "InputError", "ResourceLimitError", "RunError"]
 
 
 def load(prototxt, weights=None, *, outputs=None, input_shape=None, random_init=False, caffe_proto=None):

@@ -19,3 +19,7 @@ class InputError(Caffe2TorchError):
 
 class ResourceLimitError(Caffe2TorchError):
     """A model file asks for more memory than the configured limit (see caffe2torch.limits)."""
+
+
+class RunError(Caffe2TorchError):
+    """Running a net failed: memory ran out, or a layer refused what it was given."""

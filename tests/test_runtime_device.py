@@ -1,4 +1,5 @@
-"""Device choice, exact fp32, autocast, channels-last and the batch helper (GPU parts skip without one)."""
+"""Device choice, exact fp32, autocast, channels-last, the batch helper (GPU parts skip without one), and
+failures named by their Caffe layer."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from caffe2torch.errors import InputError
-from caffe2torch.runtime.device import Inference, check_precision, choose_device, infer_batches
+import caffe2torch
+from caffe2torch.caffe_proto import parse_prototxt
+from caffe2torch.errors import InputError, RunError
+from caffe2torch.runtime.device import Inference, check_precision, choose_device, failures_named, infer_batches
 
 
 def _conv_net() -> nn.Module:
@@ -108,3 +111,56 @@ def test_cuda_autocast(precision: str) -> None:
     reference = Inference(torch.device("cpu"))(_conv_net().eval(), x)
     assert out.dtype == torch.float32
     assert torch.allclose(out, reference, rtol=0.05, atol=0.05 * reference.abs().max().item())
+
+
+_CONV_RELU = """
+name: "conv_relu"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+layer { name: "conv/1" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "relu/1" type: "ReLU" bottom: "conv" top: "conv" }
+"""
+
+
+def test_a_layer_refusing_its_input_is_named() -> None:
+    """A batch with the wrong number of channels fails in the convolution: the error names the Caffe layer
+    (the optimized graph's node names every layer fused into it) and keeps torch's words and error."""
+    model = caffe2torch.load(parse_prototxt(_CONV_RELU))
+    wrong = torch.zeros(1, 5, 8, 8)
+    inference = Inference(torch.device("cpu"))
+    with pytest.raises(RunError, match=r"running the net failed in layer 'conv/1': .*channels") as raised:
+        inference(model, wrong)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    with pytest.raises(RunError, match=r"failed in layers 'conv/1', 'relu/1': "):
+        inference(caffe2torch.optimize(model), wrong)
+    assert inference(model, torch.zeros(1, 3, 8, 8)).shape == (1, 4, 6, 6)
+
+
+class _Asks(nn.Module):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.error
+
+
+@pytest.mark.parametrize("error, reason", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                  "you tried to allocate 123480309760 bytes. Error code 12 (Cannot allocate memory)"),
+     r"out of memory \(115\.0 GiB asked for\); a smaller batch needs less"),
+    (MemoryError(), r"out of memory \(MemoryError\); a smaller batch needs less"),
+    (RuntimeError("something else\nand more"), r"something else$"),
+])
+def test_memory_running_out_is_said_plainly(error: BaseException, reason: str) -> None:
+    model = nn.Sequential(nn.Identity(), _Asks(error))
+    model.caffe_names = {"0": "data", "1": "big/layer"}
+    with pytest.raises(RunError, match=rf"^running the net failed in layer 'big/layer': {reason}"):
+        Inference(torch.device("cpu"))(model, torch.zeros(1))
+    with pytest.raises(RunError, match=rf"^making inputs failed: {reason}"):
+        with failures_named(None, "making inputs"):
+            raise error
+    with pytest.raises(ValueError):  # not torch's failure: left alone
+        with failures_named(model):
+            raise ValueError("a bug")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from caffe2torch.errors import InputError
-from caffe2torch.runtime.device import Inference
+from caffe2torch.runtime.device import Inference, failures_named
 
 Shape = tuple[int, ...]
 
@@ -51,8 +51,9 @@ def bench(model: nn.Module, input_shapes: list[Shape], inference: Inference, *, 
     if not input_shapes:
         raise InputError("the net declares no input shape to benchmark with")
     generator = torch.Generator().manual_seed(seed)
-    inputs = [inference.to_device(torch.randn((batch_size, *shape[1:]), generator=generator))
-              for shape in input_shapes]
+    with failures_named(None, f"making random inputs of batch {batch_size}"):
+        inputs = [inference.to_device(torch.randn((batch_size, *shape[1:]), generator=generator))
+                  for shape in input_shapes]
     for _ in range(warmup):
         inference(model, *inputs)
     latencies = []

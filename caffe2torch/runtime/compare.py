@@ -106,6 +106,7 @@ def compare_layers(prototxt: Any, weights: Any, *, image: str | Path | None = No
     from caffe2torch.converter.deploy import deploy_form
     from caffe2torch.nets import open_net
     from caffe2torch.runtime import reference as references
+    from caffe2torch.runtime.device import failures_named
 
     if not tolerance > 0:
         raise InputError(f"the tolerance must be positive, not {tolerance}")
@@ -118,7 +119,7 @@ def compare_layers(prototxt: Any, weights: Any, *, image: str | Path | None = No
     inputs, described = _inputs(deploy.input_shapes, image, preset, seed)
     names = [name for name, _ in deploy.layers]
     model = caffe2torch.load(opened, weights, outputs=names, input_shape={n: a.shape for n, a in inputs.items()})
-    with torch.no_grad():
+    with torch.no_grad(), failures_named(model):
         ours = model(*(torch.from_numpy(inputs[name]) for name in model.input_names))
     theirs = run_reference(model, weights, inputs, names)
     comparison = LayerComparison(reference, tolerance, described)

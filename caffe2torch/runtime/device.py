@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 
-from caffe2torch.errors import InputError
+from caffe2torch.errors import InputError, RunError
 from caffe2torch.runtime import PRECISIONS
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -80,6 +81,44 @@ def use_exact_fp32() -> None:
     torch.set_float32_matmul_precision("highest")
 
 
+@contextlib.contextmanager
+def failures_named(model: nn.Module | None, doing: str = "running the net") -> Iterator[None]:
+    """Turn torch's errors while ``doing`` (memory running out, a layer refusing its input) into a
+    :class:`RunError` naming the Caffe layer that raised it, found in the traceback; the original error
+    stays chained to it (``--debug`` shows both)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        reason = lines[0]
+        if isinstance(error, MemoryError) or "out of memory" in reason or "can't allocate memory" in reason:
+            asked = re.search(r"allocate (\d+) bytes", reason)  # the CPU allocator's words; CUDA's are short
+            reason = f"{int(asked[1]) / 2**30:.1f} GiB asked for" if asked else reason
+            reason = f"out of memory ({reason}); a smaller batch needs less"
+        layers = _failed_layers(model, error) if model is not None else None
+        where = f" in {layers}" if layers else ""
+        raise RunError(f"{doing} failed{where}: {reason}") from error
+
+
+def _failed_layers(model: nn.Module, error: BaseException) -> str | None:
+    """The Caffe layer(s) of ``model``'s innermost submodule in ``error``'s traceback, as words."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper (whose code names no layer)
+    children = {id(module): name for name, module in model.named_children()}
+    failed = None
+    traceback = error.__traceback__
+    while traceback is not None:
+        owner = traceback.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in children:
+            failed = children[id(owner)]
+        traceback = traceback.tb_next
+    if failed is None:
+        return None
+    fused = getattr(model, "caffe_layers", {}).get(failed)  # an optimized graph's node computing several
+    if fused and len(fused) > 1:
+        return "layers " + ", ".join(repr(name) for name in fused)
+    return f"layer {getattr(model, 'caffe_names', {}).get(failed, failed)!r}"
+
+
 @dataclass
 class Inference:
     """How to run a net: the device, the precision, and the speed options.
@@ -123,8 +162,8 @@ class Inference:
 
     def __call__(self, model: nn.Module, *inputs: torch.Tensor):
         """Run ``model`` on host or device tensors; outputs (a tensor or a dict of them) in float32, on
-        the device."""
-        with torch.inference_mode(), self.autocast():
+        the device.  A failure is a :class:`RunError` naming the layer it happened in."""
+        with torch.inference_mode(), self.autocast(), failures_named(model):
             result = model(*(self.to_device(t) for t in inputs))
         if isinstance(result, dict):
             return {name: value.float() for name, value in result.items()}
