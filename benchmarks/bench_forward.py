@@ -20,6 +20,7 @@ N x 3 x 224 x 224 inputs.  Contenders:
 
 Each batch size runs every contender once to warm up, then ``--rounds`` rounds of one call each, in turn.
 Reported: the medians with their ratios (a contender's median / optimized's: above 1, optimized is faster),
+the paired ratios (the median over rounds of the two times of one round: what the targets are checked on),
 the fastest calls (which other processes disturb least) with theirs, and the CPU time of a call (median; all
 threads, user and kernel: with 2 threads at most twice the wall time when nothing waits).
 
@@ -174,6 +175,13 @@ def measure(runners: dict[str, Runner], x: np.ndarray, rounds: int, *, max_other
     return Measured(times, cpu, results, dropped, statistics.mean(others) if others else None)
 
 
+def paired(times: dict[str, list[float]], slower: str, faster: str) -> float:
+    """The median over rounds of ``slower``'s time / ``faster``'s in the same round: the machine's speed drifts
+    (other tenants of its host, its clock), and the contenders of one round ran within a second of each other,
+    so this ratio moves less than the ratio of the medians."""
+    return statistics.median(a / b for a, b in zip(times[slower], times[faster]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--net", default="se_resnext50", choices=list(zoo.MODELS), help="zoo net")
@@ -265,32 +273,34 @@ def main() -> None:
             print(f"\nbatch {batch} ({len(times[next(iter(times))])} rounds{dropped}"
                   + (f"; other processes used {measured.others:.0%} of the CPU)" if measured.others is not None
                      else ")"))
-            print(f"  {'contender':<16}{'median ms':>11}{'ms/image':>10}{'vs optimized':>14}{'fastest ms':>12}"
-                  f"{'vs optimized':>14}{'CPU ms':>9}  max |prob - faithful's|")
+            print(f"  {'contender':<16}{'median ms':>11}{'ms/image':>10}{'vs optimized':>14}{'paired':>9}"
+                  f"{'fastest ms':>12}{'vs optimized':>14}{'CPU ms':>9}  max |prob - faithful's|")
             reference = results.get("faithful")
+            nan = float("nan")
             for name, seconds in medians.items():
-                ratio = seconds / medians["optimized"] if "optimized" in medians else float("nan")
-                best = fastest[name] / fastest["optimized"] if "optimized" in fastest else float("nan")
+                ratio = seconds / medians["optimized"] if "optimized" in medians else nan
+                in_rounds = paired(times, name, "optimized") if "optimized" in times else nan
+                best = fastest[name] / fastest["optimized"] if "optimized" in fastest else nan
                 agreement = f"{np.abs(results[name] - reference).max():.1e}" if reference is not None else ""
                 print(f"  {name:<16}{seconds * 1e3:>11.1f}{seconds * 1e3 / batch:>10.2f}{ratio:>13.2f}x"
-                      f"{fastest[name] * 1e3:>12.1f}{best:>13.2f}x{statistics.median(cpu[name]) * 1e3:>9.0f}  "
-                      f"{agreement}")
+                      f"{in_rounds:>8.2f}x{fastest[name] * 1e3:>12.1f}{best:>13.2f}x"
+                      f"{statistics.median(cpu[name]) * 1e3:>9.0f}  {agreement}")
             report["batches"][batch] = {"medians_s": medians, "fastest_s": fastest, "times_s": times, "cpu_s": cpu,
                                         "other_processes_cpu_share": measured.others,
                                         "rounds_dropped": measured.dropped}
-    print("\ntargets (from the issue):")
+    print("\ntargets (from the issue; within a batch size, paired ratios):")
     batches = report["batches"]
     checks = []
-    if 8 in batches and "optimized" in batches[8]["medians_s"]:
-        medians = batches[8]["medians_s"]
-        if "onnxruntime" in medians:
-            checks.append(("batch 8: optimized vs ONNX Runtime", medians["onnxruntime"] / medians["optimized"],
+    if 8 in batches and "optimized" in batches[8]["times_s"]:
+        times = batches[8]["times_s"]
+        if "onnxruntime" in times:
+            checks.append(("batch 8: optimized vs ONNX Runtime", paired(times, "onnxruntime", "optimized"),
                            ">=", TARGET_VS_ORT))
-        if "onnxruntime" in medians and "compiled" in medians:
-            checks.append(("batch 8: compiled vs ONNX Runtime", medians["onnxruntime"] / medians["compiled"],
+        if "onnxruntime" in times and "compiled" in times:
+            checks.append(("batch 8: compiled vs ONNX Runtime", paired(times, "onnxruntime", "compiled"),
                            ">=", TARGET_COMPILED_VS_ORT))
-        if "faithful" in medians:
-            checks.append(("batch 8: optimized vs faithful", medians["faithful"] / medians["optimized"],
+        if "faithful" in times:
+            checks.append(("batch 8: optimized vs faithful", paired(times, "faithful", "optimized"),
                            ">=", TARGET_VS_FAITHFUL))
     if 8 in batches and 32 in batches and "optimized" in batches[32]["medians_s"]:
         per_image = {b: batches[b]["medians_s"]["optimized"] / b for b in (8, 32)}
