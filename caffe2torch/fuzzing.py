@@ -15,12 +15,17 @@ Kinds of case:
 - ``prototxt``: a net's text, mutated line- and token-wise, read, converted (random weights) and
   turned into model.py code;
 - ``converter``: random nets of every registered layer type with random, often extreme parameters.
+
+A net converted from a prototxt or converter case is also run once when its blobs are small
+(:func:`run_forward`): its outputs must have the shapes its shape rules promised, and memory is watched
+as for reading.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import random
 import re
@@ -34,6 +39,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +47,8 @@ KINDS = ("caffemodel", "binaryproto", "hdf5", "prototxt", "converter")
 TIME_LIMIT_S = 10.0
 MEMORY_SLACK = 200 << 20  # a case may use 2x its input size plus this much
 FUZZ_MEMORY_BUDGET = 64 << 20  # caffe2torch.limits budget inside a case: beyond it, ResourceLimitError
+FORWARD_BLOB_BYTES = 16 << 20  # a converted net whose blobs take at most this much is also run once
+BOUNDED_OUTPUTS = {"DetectionOutput"}  # layer types whose shape rule gives a bound (rows known after NMS)
 
 INTERESTING_INTS = [0, 1, 2, 3, 7, 16, 255, 256, 1023, 65535, 2**31 - 1, 2**31, 2**32 - 1, 2**32,
                     2**63 - 1, 2**64 - 1, -1, -2, -(2**31), -(2**63)]
@@ -438,6 +446,35 @@ def run_case(case: Case, path: Path) -> None:
             return
         model = convert(read_prototxt(path), None, random_init=True)
         compile(generate_code(model), "model.py", "exec")
+    run_forward(model)
+
+
+def run_forward(model: Any) -> None:
+    """One forward pass on inputs in [0, 1) (valid indices for Embed) where the net's blobs, as shape
+    inference gives them, are small: a layer must compute what its shape rule promised, without an error and
+    without temporaries beyond its blobs (the case's memory is watched)."""
+    import torch
+
+    from caffe2torch.converter.shapes import module_calls
+
+    calls = module_calls(model, model.input_shapes)
+    if calls is None:
+        return
+    blobs = [*model.input_shapes, *(shape for *_, outputs in calls for shape in outputs)]
+    if 4 * sum(math.prod(shape) for shape in blobs) > FORWARD_BLOB_BYTES:
+        return
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(shape, generator=generator) for shape in model.input_shapes]
+    with torch.inference_mode():
+        result = model(*inputs)
+    results = result if isinstance(result, dict) else {next(iter(model.output_shapes)): result}
+    for name, value in results.items():
+        shape, promised = tuple((value[0] if isinstance(value, tuple) else value).shape), model.output_shapes[name]
+        bound = model.output_types.get(name) in BOUNDED_OUTPUTS
+        if not (shape == tuple(promised) or bound and len(shape) == len(promised)
+                and all(d <= p for d, p in zip(shape, promised))):
+            raise AssertionError(f"output {name!r} has shape {list(shape)}, shape inference said "
+                                 f"{'at most ' if bound else ''}{list(promised)}")
 
 
 def _send(channel, message: dict) -> None:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from caffe2torch.fuzzing import KINDS, Case, fuzz, mutate_bytes, run_cases
+import torch
+from torch import nn
+
+import caffe2torch
+from caffe2torch.caffe_proto import parse_prototxt
+from caffe2torch.converter.registry import registered
+from caffe2torch.fuzzing import KINDS, Case, run_forward, fuzz, mutate_bytes, run_cases
 
 from conftest import SHARED
 
@@ -64,3 +70,36 @@ def test_the_harness_sees_crashes_hangs_deaths_and_memory(tmp_path: Path, monkey
 def test_mutations_are_seeded() -> None:
     data = bytes(range(200))
     assert mutate_bytes(data, random.Random(3)) == mutate_bytes(data, random.Random(3))
+
+
+# Layers whose parameters once asked for memory out of all proportion to their blobs when run.
+_BIG_WINDOWS = """
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }
+layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size: 2147483647 } }
+layer { name: "pool" type: "Pooling" bottom: "lrn" top: "pool"
+        pooling_param { kernel_size: 2000000000 pad: 1500000000 stride: 1000000000 } }
+"""
+
+
+def test_converted_nets_also_run_once_within_memory(tmp_path: Path) -> None:
+    """A prototxt case runs its net once where the blobs are small: memory beyond them is an outcome."""
+    outcomes = list(run_cases([Case("prototxt", "big windows", _BIG_WINDOWS.encode())], tmp_path))
+    assert [(o.status, o.detail) for o in outcomes] == [("ok", "")]
+
+
+class _Liar(nn.Module):
+    def output_shapes(self, input_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return [tuple(input_shapes[0])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x])
+
+
+def test_the_forward_run_sees_a_shape_rule_broken() -> None:
+    net = parse_prototxt('input: "data" input_shape { dim: 1 dim: 3 } '
+                         'layer { name: "l" type: "Liar" bottom: "data" top: "l" }')
+    with registered("Liar", lambda ctx: _Liar(), bottoms=1, tops=1):
+        model = caffe2torch.load(net)
+    with pytest.raises(AssertionError, match=r"output 'l' has shape \[2, 3\], shape inference said \[1, 3\]"):
+        run_forward(model)
