@@ -54,15 +54,15 @@ def caffe_loops(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: t
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_explicit_pooling_equals_caffes_loops_for_any_padding(method: str) -> None:
-    """Padding up to kernel - 1 (all Caffe accepts), kernels and strides past the input: both ways of laying an
-    axis out (padding it, gathering its windows) are taken."""
+    """Padding up to kernel - 1 (all Caffe accepts), kernels and strides past the input, empty axes: both ways of
+    laying an axis out (padding it, gathering its windows) are taken."""
     rng = random.Random(11)
     checked = 0
     while checked < 300:
         kernel = (rng.randint(1, 12), rng.randint(1, 12))
         stride = (rng.randint(1, 12), rng.randint(1, 12))
         pad = (rng.randint(0, kernel[0] - 1), rng.randint(0, kernel[1] - 1))
-        size = (rng.randint(1, 9), rng.randint(1, 9))
+        size = (rng.randint(0, 9), rng.randint(0, 9))  # an empty axis: every window holds the fill alone
         round_up = rng.random() < 0.7
         if any(pooled_size(s, k, st, p, round_up) < 1 for s, k, st, p in zip(size, kernel, stride, pad)):
             continue
